@@ -1,0 +1,250 @@
+//! What moat was asked to do: the mode, its addresses and files, timeouts and limits.
+//!
+//! [`crate::cli`] fills a [`Config`] from the command line; nothing here touches the network
+//! or the file system, so a `Config` can be built and checked in a test without side effects.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::error::StartError;
+
+/// Everything moat needs to run.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Which tunnel(s) to run.
+    pub mode: Mode,
+    /// Per-tunnel deadlines.
+    pub timeouts: Timeouts,
+    /// Caps that keep moat within its resources.
+    pub limits: Limits,
+    /// How much to log.
+    pub log_level: log::LevelFilter,
+}
+
+/// The three ways to run moat.
+#[derive(Debug, Clone)]
+pub enum Mode {
+    /// Accept TLS, forward plaintext.
+    Server(ServerMode),
+    /// Accept plaintext, forward TLS.
+    Client(ClientMode),
+    /// Run an echo backend, a server tunnel and a client tunnel in one process.
+    Demo(DemoMode),
+}
+
+/// Settings of server mode: TLS in, plaintext out.
+#[derive(Debug, Clone)]
+pub struct ServerMode {
+    /// Where to accept TLS connections.
+    pub listen: SocketAddr,
+    /// The plaintext backend.
+    pub target: SocketAddr,
+    /// Certificate chain presented to clients (`--cert`).
+    pub cert: PathBuf,
+    /// Private key of that certificate (`--key`).
+    pub key: PathBuf,
+    /// Whether clients must present a certificate.
+    pub client_auth: ClientAuth,
+}
+
+/// Client-certificate policy of server mode.
+#[derive(Debug, Clone)]
+pub enum ClientAuth {
+    /// Mutual TLS: a client certificate signed by one of the CAs in this file is required.
+    Required {
+        /// The CA bundle (`--client-ca`).
+        ca: PathBuf,
+    },
+    /// Any client may connect (`--no-client-auth`).
+    Disabled,
+}
+
+/// Settings of client mode: plaintext in, TLS out.
+#[derive(Debug, Clone)]
+pub struct ClientMode {
+    /// Where to accept plaintext connections.
+    pub listen: SocketAddr,
+    /// The TLS server, as `HOST:PORT`; resolved once at start-up.
+    pub target: String,
+    /// CA bundle that the server's certificate must chain to (`--ca`).
+    pub ca: PathBuf,
+    /// Name checked in the server's certificate; default: the host part of `target`.
+    pub server_name: Option<String>,
+    /// Client certificate and key to present, if any.
+    pub identity: Option<Identity>,
+}
+
+/// A certificate chain and its private key, as files.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    /// PEM certificate chain (`--cert`).
+    pub cert: PathBuf,
+    /// PEM private key (`--key`).
+    pub key: PathBuf,
+}
+
+/// Settings of `moat demo`.
+#[derive(Debug, Clone)]
+pub struct DemoMode {
+    /// The loopback address and first port of the three demo listeners; port 0 picks free
+    /// ports.
+    pub base: SocketAddr,
+}
+
+/// The separate deadlines of a tunnel's life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// From accept (server mode) or connect (client mode) to a finished TLS handshake.
+    pub handshake: Duration,
+    /// For the TCP connect to the target.
+    pub connect: Duration,
+    /// With no bytes moving in either direction.
+    pub idle: Duration,
+    /// With no bytes moving after one direction has finished (half-closed).
+    pub close: Duration,
+    /// For open tunnels to finish after SIGTERM/SIGINT.
+    pub shutdown: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Self {
+            handshake: Duration::from_secs(10),
+            connect: Duration::from_secs(5),
+            idle: Duration::from_secs(300),
+            close: Duration::from_secs(30),
+            shutdown: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Caps on what moat holds at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Most tunnels open at once; at the cap moat stops accepting.
+    pub max_conns: usize,
+}
+
+impl Limits {
+    /// The default cap: what the descriptor limit allows at two descriptors per tunnel,
+    /// minus headroom for listeners, the poll instance and logging.
+    pub fn default_max_conns(descriptor_limit: u64) -> usize {
+        let tunnels = descriptor_limit.saturating_sub(DESCRIPTOR_HEADROOM) / 2;
+        usize::try_from(tunnels).unwrap_or(usize::MAX).max(1)
+    }
+}
+
+/// Descriptors kept free for listeners, epoll, signals and stdio.
+pub const DESCRIPTOR_HEADROOM: u64 = 64;
+
+/// Parses a duration such as `250ms`, `10s`, `5m` or `1h`.
+pub fn parse_duration(flag: &'static str, text: &str) -> Result<Duration, StartError> {
+    let digits_end = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(digits_end);
+    let bad = |reason: &str| StartError::invalid(flag, text, reason);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| bad("expected a number with a unit, such as 250ms, 10s, 5m or 1h"))?;
+    let millis_per_unit = match unit {
+        "ms" => 1,
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "" => return Err(bad("missing unit: write 250ms, 10s, 5m or 1h")),
+        _ => return Err(bad("unknown unit: use ms, s, m or h")),
+    };
+    let millis = number
+        .checked_mul(millis_per_unit)
+        .ok_or_else(|| bad("too long"))?;
+    if millis == 0 {
+        return Err(bad("must be greater than zero"));
+    }
+    Ok(Duration::from_millis(millis))
+}
+
+/// Parses `IP:PORT` (`127.0.0.1:6379`, `[::1]:6379`).
+pub fn parse_socket_addr(flag: &'static str, text: &str) -> Result<SocketAddr, StartError> {
+    text.parse().map_err(|_| {
+        StartError::invalid(
+            flag,
+            text,
+            "expected IP:PORT, such as 127.0.0.1:7000 or [::1]:7000",
+        )
+    })
+}
+
+/// Splits `HOST:PORT` (`db.example:5432`, `[::1]:5432`) into host and port.
+pub fn split_host_port(flag: &'static str, text: &str) -> Result<(String, u16), StartError> {
+    let bad = || StartError::invalid(flag, text, "expected HOST:PORT, such as db.example:6379");
+    let (host, port) = text.rsplit_once(':').ok_or_else(bad)?;
+    let port: u16 = port.parse().map_err(|_| bad())?;
+    // An IPv6 address must be bracketed, or its last group could pass for the port.
+    let host = match host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        Some(inner) if inner.parse::<std::net::Ipv6Addr>().is_ok() => inner,
+        Some(_) => return Err(bad()),
+        None if host.is_empty() || host.contains(':') => return Err(bad()),
+        None => host,
+    };
+    Ok((host.to_owned(), port))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_take_units() {
+        assert_eq!(
+            parse_duration("--x", "250ms").ok(),
+            Some(Duration::from_millis(250))
+        );
+        assert_eq!(
+            parse_duration("--x", "10s").ok(),
+            Some(Duration::from_secs(10))
+        );
+        assert_eq!(
+            parse_duration("--x", "5m").ok(),
+            Some(Duration::from_secs(300))
+        );
+        assert_eq!(
+            parse_duration("--x", "1h").ok(),
+            Some(Duration::from_secs(3600))
+        );
+        for bad in [
+            "",
+            "10",
+            "s",
+            "-1s",
+            "1.5s",
+            "10 s",
+            "0s",
+            "3d",
+            "99999999999999999h",
+        ] {
+            assert!(parse_duration("--x", bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn host_port_splits_names_and_ipv6() {
+        let ok = |t| split_host_port("--target", t).ok();
+        assert_eq!(ok("db.example:5432"), Some(("db.example".into(), 5432)));
+        assert_eq!(ok("[::1]:6379"), Some(("::1".into(), 6379)));
+        assert_eq!(ok("127.0.0.1:1"), Some(("127.0.0.1".into(), 1)));
+        for bad in ["db.example", ":80", "host:99999", "::1:80", "host:"] {
+            assert!(
+                split_host_port("--target", bad).is_err(),
+                "{bad:?} accepted"
+            );
+        }
+    }
+
+    #[test]
+    fn default_cap_leaves_headroom() {
+        assert_eq!(Limits::default_max_conns(20_000), 9_968);
+        assert_eq!(Limits::default_max_conns(10), 1);
+    }
+}

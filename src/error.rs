@@ -1,0 +1,150 @@
+//! Start-up errors: each one a sentence that names the flag or file and the problem.
+//!
+//! Everything that can go wrong before moat listens ends up here, so `main` can print one
+//! line and pick the exit code. Problems of a single tunnel at run time are not errors of
+//! this kind: they end that tunnel with a log line (see [`crate::tunnel::EndReason`]).
+
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// Why moat could not start.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum StartError {
+    /// The command line is malformed: unknown flag, missing value, conflicting flags.
+    Usage(String),
+    /// A flag's value is not valid (bad address, bad duration, out of range).
+    InvalidValue {
+        /// The flag, with its dashes (`--listen`).
+        flag: &'static str,
+        /// The value as given.
+        value: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A file named by a flag could not be read.
+    ReadFile {
+        /// The flag that named the file.
+        flag: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The operating system's reason.
+        source: io::Error,
+    },
+    /// A file was read but does not hold what the flag needs.
+    BadFile {
+        /// The flag that named the file.
+        flag: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with its contents.
+        reason: String,
+    },
+    /// The private key does not belong to the certificate.
+    KeyMismatch {
+        /// The certificate file (`--cert`).
+        cert: PathBuf,
+        /// The key file (`--key`).
+        key: PathBuf,
+    },
+    /// A target host name could not be resolved at start-up.
+    Resolve {
+        /// The flag that named the host.
+        flag: &'static str,
+        /// The host and port as given.
+        value: String,
+        /// The resolver's reason.
+        source: io::Error,
+    },
+    /// A listening socket could not be opened (port in use, permission denied).
+    Listen {
+        /// The address moat tried to listen on.
+        addr: SocketAddr,
+        /// The operating system's reason.
+        source: io::Error,
+    },
+    /// The poll loop could not be set up or failed outright.
+    Runtime(io::Error),
+}
+
+impl StartError {
+    /// The process exit code for this error: 2 for usage and configuration, 1 at run time.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Self::Listen { .. } | Self::Runtime(_) => 1,
+            _ => 2,
+        }
+    }
+
+    /// Shorthand for an [`StartError::InvalidValue`].
+    pub fn invalid(flag: &'static str, value: &str, reason: impl Into<String>) -> Self {
+        Self::InvalidValue {
+            flag,
+            value: value.to_owned(),
+            reason: reason.into(),
+        }
+    }
+}
+
+impl fmt::Display for StartError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Usage(msg) => write!(f, "{msg} (see moat --help)"),
+            Self::InvalidValue {
+                flag,
+                value,
+                reason,
+            } => write!(f, "invalid {flag} '{value}': {reason}"),
+            Self::ReadFile { flag, path, source } => {
+                write!(
+                    f,
+                    "cannot read {flag} {}: {}",
+                    path.display(),
+                    plain_io(source)
+                )
+            }
+            Self::BadFile { flag, path, reason } => {
+                write!(f, "{flag} {}: {reason}", path.display())
+            }
+            Self::KeyMismatch { cert, key } => write!(
+                f,
+                "--key {} does not match the certificate in --cert {}",
+                key.display(),
+                cert.display()
+            ),
+            Self::Resolve {
+                flag,
+                value,
+                source,
+            } => write!(f, "cannot resolve {flag} '{value}': {}", plain_io(source)),
+            Self::Listen { addr, source } => {
+                write!(f, "cannot listen on {addr}: {}", plain_io(source))
+            }
+            Self::Runtime(err) => write!(f, "{}", plain_io(err)),
+        }
+    }
+}
+
+impl std::error::Error for StartError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::ReadFile { source, .. }
+            | Self::Resolve { source, .. }
+            | Self::Listen { source, .. }
+            | Self::Runtime(source) => Some(source),
+            _ => None,
+        }
+    }
+}
+
+/// An `io::Error` as a person wants to read it: "No such file or directory", without the
+/// "(os error 2)" suffix that `Display` adds.
+pub fn plain_io(err: &io::Error) -> String {
+    let text = err.to_string();
+    match text.rfind(" (os error ") {
+        Some(cut) => text[..cut].to_owned(),
+        None => text,
+    }
+}

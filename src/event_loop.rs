@@ -1,0 +1,428 @@
+//! The poll loop: one thread, one `mio::Poll`, every socket of every tunnel.
+//!
+//! Each turn of [`EventLoop::run`] does, in order:
+//!
+//! 1. **wait** for readiness, no longer than the earliest deadline (zero if work is left over);
+//! 2. **dispatch** events: mark sockets ready and queue their tunnels, note listeners and signals;
+//! 3. **accept** new connections, within the connection cap and a per-turn budget;
+//! 4. **drive** each queued tunnel once, up to its byte budget ([`crate::tunnel::TURN_BUDGET`]);
+//! 5. **expire** deadlines from the heads of the timer lists;
+//! 6. **remove** the tunnels that ended, and log each one.
+//!
+//! Removal comes last so that a slab key is never reused while events for its old sockets
+//! are still being handled. Nothing in a turn looks at a tunnel that has no event, no
+//! deadline due and no leftover work.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::io;
+use std::time::{Duration, Instant};
+
+use mio::event::Event;
+use mio::net::TcpListener;
+use mio::{Events, Interest, Poll, Token};
+use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook_mio::v1_0::Signals;
+use slab::Slab;
+
+use crate::config::{Limits, Timeouts};
+use crate::endpoint::Socket;
+use crate::route::Route;
+use crate::timer::Timers;
+use crate::tls::BUFFER_LIMIT;
+use crate::tunnel::{Ctx, EndReason, Side, Tunnel};
+
+/// Token of the signal pipe; listeners count down from just below it, tunnels up from 0.
+const SIGNALS: Token = Token(usize::MAX);
+
+/// Connections accepted per listener per turn, so a connect storm cannot starve open tunnels.
+const ACCEPT_BUDGET: usize = 64;
+
+/// How long to stop accepting after an accept error such as EMFILE: long enough for
+/// tunnels to end and free descriptors, short enough that clients barely notice.
+const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
+
+/// Events taken from the kernel per `poll` call.
+const EVENT_CAPACITY: usize = 1024;
+
+fn listener_token(index: usize) -> Token {
+    Token(usize::MAX - 1 - index)
+}
+
+/// A listening socket and where its connections go.
+#[derive(Debug)]
+pub struct Service {
+    listener: Option<TcpListener>,
+    route: Route,
+    /// The kernel said connections are waiting and no accept has said `WouldBlock` since.
+    acceptable: bool,
+}
+
+impl Service {
+    /// A service for `listener`, routing to `route`.
+    pub fn new(listener: TcpListener, route: Route) -> Self {
+        Self {
+            listener: Some(listener),
+            route,
+            acceptable: false,
+        }
+    }
+
+    /// The address the service listens on.
+    pub fn local_addr(&self) -> io::Result<std::net::SocketAddr> {
+        match &self.listener {
+            Some(listener) => listener.local_addr(),
+            None => Err(io::Error::new(
+                io::ErrorKind::NotConnected,
+                "listener closed",
+            )),
+        }
+    }
+}
+
+/// Everything the loop owns. A single thread owns it all, so plain `&mut` suffices.
+pub struct EventLoop {
+    poll: Poll,
+    signals: Signals,
+    services: Vec<Service>,
+    tunnels: Slab<Tunnel>,
+    timers: Timers,
+    /// Tunnels with readiness or leftover work, with their id (a key may be reused).
+    ready: VecDeque<(usize, u64)>,
+    /// Tunnels that ended this turn, removed at its end.
+    ended: Vec<(usize, EndReason)>,
+    /// Transit space for plaintext on its way from a plain socket into rustls.
+    scratch: Box<[u8]>,
+    limits: Limits,
+    timeouts: Timeouts,
+    next_id: u64,
+    accept_paused_until: Option<Instant>,
+    at_cap: bool,
+    shutdown_deadline: Option<Instant>,
+}
+
+impl fmt::Debug for EventLoop {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EventLoop")
+            .field("services", &self.services)
+            .field("tunnels", &self.tunnels.len())
+            .field("ready", &self.ready.len())
+            .field("shutdown_deadline", &self.shutdown_deadline)
+            .finish_non_exhaustive()
+    }
+}
+
+impl EventLoop {
+    /// Registers the listeners and signal handlers; nothing is accepted until [`Self::run`].
+    pub fn new(mut services: Vec<Service>, limits: Limits, timeouts: Timeouts) -> io::Result<Self> {
+        let poll = Poll::new()?;
+        for (index, service) in services.iter_mut().enumerate() {
+            if let Some(listener) = service.listener.as_mut() {
+                poll.registry()
+                    .register(listener, listener_token(index), Interest::READABLE)?;
+            }
+        }
+        let mut signals = Signals::new([SIGTERM, SIGINT])?;
+        poll.registry()
+            .register(&mut signals, SIGNALS, Interest::READABLE)?;
+        Ok(Self {
+            poll,
+            signals,
+            services,
+            tunnels: Slab::new(),
+            timers: Timers::new(&timeouts),
+            ready: VecDeque::new(),
+            ended: Vec::new(),
+            scratch: vec![0; BUFFER_LIMIT].into_boxed_slice(),
+            limits,
+            timeouts,
+            next_id: 0,
+            accept_paused_until: None,
+            at_cap: false,
+            shutdown_deadline: None,
+        })
+    }
+
+    /// Runs until a signal asks moat to stop and the open tunnels have finished (or the
+    /// shutdown timeout has passed).
+    pub fn run(mut self) -> io::Result<()> {
+        let mut events = Events::with_capacity(EVENT_CAPACITY);
+        let mut now = Instant::now();
+        loop {
+            let timeout = self.poll_timeout(now);
+            match self.poll.poll(&mut events, timeout) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+            now = Instant::now();
+            for event in events.iter() {
+                self.dispatch(event, now);
+            }
+            self.accept(now);
+            self.drive_ready(now);
+            self.expire(now);
+            self.remove_ended(now);
+            if self.shutdown_is_over(now) {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Zero while work is waiting; otherwise until the earliest deadline (or forever).
+    fn poll_timeout(&self, now: Instant) -> Option<Duration> {
+        if !self.ready.is_empty() || self.can_accept(now) {
+            return Some(Duration::ZERO);
+        }
+        [
+            self.timers.next_deadline(),
+            self.accept_paused_until,
+            self.shutdown_deadline,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+        .map(|deadline| deadline.saturating_duration_since(now))
+    }
+
+    fn dispatch(&mut self, event: &Event, now: Instant) {
+        match event.token() {
+            SIGNALS => self.on_signals(now),
+            token if usize::MAX - 1 - token.0 < self.services.len() => {
+                self.services[usize::MAX - 1 - token.0].acceptable = true;
+            }
+            token => {
+                let (key, side) = Side::from_token(token);
+                let Some(tunnel) = self.tunnels.get_mut(key) else {
+                    return;
+                };
+                // Errors and hang-ups count as readiness: the next read or write reports them.
+                let trouble = event.is_error();
+                tunnel.mark(
+                    side,
+                    event.is_readable() || event.is_read_closed() || trouble,
+                    event.is_writable() || event.is_write_closed() || trouble,
+                );
+                if !tunnel.queued {
+                    tunnel.queued = true;
+                    self.ready.push_back((key, tunnel.id));
+                }
+            }
+        }
+    }
+
+    fn can_accept(&self, now: Instant) -> bool {
+        self.tunnels.len() < self.limits.max_conns
+            && self.accept_paused_until.is_none_or(|until| now >= until)
+            && self
+                .services
+                .iter()
+                .any(|s| s.acceptable && s.listener.is_some())
+    }
+
+    /// Accepts what the listeners hold, up to the cap and the per-turn budget.
+    fn accept(&mut self, now: Instant) {
+        if self.accept_paused_until.is_some_and(|until| now < until) {
+            return;
+        }
+        self.accept_paused_until = None;
+        for index in 0..self.services.len() {
+            for _ in 0..ACCEPT_BUDGET {
+                if !self.services[index].acceptable || !self.below_cap() {
+                    break;
+                }
+                let Some(listener) = self.services[index].listener.as_ref() else {
+                    break;
+                };
+                match listener.accept() {
+                    Ok((stream, peer)) => self.open_tunnel(index, stream, peer, now),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        self.services[index].acceptable = false
+                    }
+                    // The client gave up before we got to it; the next one may be fine.
+                    Err(e)
+                        if matches!(
+                            e.kind(),
+                            io::ErrorKind::ConnectionAborted | io::ErrorKind::Interrupted
+                        ) => {}
+                    Err(e) => {
+                        // EMFILE, ENFILE, ENOBUFS, ENOMEM: retrying at once would spin.
+                        log::warn!(
+                            "accept failed: {}; pausing accepts for {ACCEPT_PAUSE:?}",
+                            crate::error::plain_io(&e)
+                        );
+                        self.accept_paused_until = Some(now + ACCEPT_PAUSE);
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Whether another tunnel fits under `--max-conns`; logs when the cap is reached or left.
+    fn below_cap(&mut self) -> bool {
+        let below = self.tunnels.len() < self.limits.max_conns;
+        if below == self.at_cap {
+            self.at_cap = !below;
+            if below {
+                log::info!("below the connection cap again: accepting");
+            } else {
+                log::warn!(
+                    "connection cap reached ({} tunnels): new connections wait in the listen backlog",
+                    self.limits.max_conns
+                );
+            }
+        }
+        below
+    }
+
+    fn open_tunnel(
+        &mut self,
+        index: usize,
+        mut stream: mio::net::TcpStream,
+        peer: std::net::SocketAddr,
+        now: Instant,
+    ) {
+        let entry = self.tunnels.vacant_entry();
+        let key = entry.key();
+        let interest = Interest::READABLE | Interest::WRITABLE;
+        if let Err(e) =
+            self.poll
+                .registry()
+                .register(&mut stream, Side::Client.token(key), interest)
+        {
+            log::warn!(
+                "cannot watch connection from {peer}: {}",
+                crate::error::plain_io(&e)
+            );
+            return;
+        }
+        let route = &self.services[index].route;
+        let id = self.next_id;
+        let mut tunnel = match Tunnel::new(id, index, route, Socket::new(stream), peer, now) {
+            Ok(tunnel) => tunnel,
+            Err(e) => {
+                log::warn!("cannot start tunnel for {peer}: {e}");
+                return;
+            }
+        };
+        self.next_id += 1;
+        log::debug!("tunnel {id}: accepted {peer} on {}", route.name);
+        // Queue it once: client mode dials right away, and a server-mode client's hello may
+        // already be in the socket.
+        tunnel.queued = true;
+        self.ready.push_back((key, id));
+        self.timers.set(key, tunnel.timer_class(), now);
+        entry.insert(tunnel);
+    }
+
+    /// Drives each queued tunnel once. Tunnels queued during this pass wait for the next turn.
+    fn drive_ready(&mut self, now: Instant) {
+        for _ in 0..self.ready.len() {
+            let Some((key, id)) = self.ready.pop_front() else {
+                break;
+            };
+            let Some(tunnel) = self.tunnels.get_mut(key).filter(|t| t.id == id) else {
+                continue;
+            };
+            tunnel.queued = false;
+            let mut ctx = Ctx {
+                registry: self.poll.registry(),
+                key,
+                route: &self.services[tunnel.route].route,
+                scratch: &mut self.scratch,
+            };
+            match tunnel.drive(&mut ctx) {
+                Ok(_) if tunnel.is_finished() => {
+                    self.timers.remove(key);
+                    self.ended.push((key, tunnel.clean_end()));
+                }
+                Ok(step) => {
+                    let class = tunnel.timer_class();
+                    if self.timers.class_of(key) != Some(class) {
+                        self.timers.set(key, class, now);
+                    } else if step.progressed {
+                        self.timers.touch(key, now);
+                    }
+                    if step.again {
+                        tunnel.queued = true;
+                        self.ready.push_back((key, id));
+                    }
+                }
+                Err(reason) => {
+                    self.timers.remove(key);
+                    self.ended.push((key, reason));
+                }
+            }
+        }
+    }
+
+    fn expire(&mut self, now: Instant) {
+        while let Some((key, class)) = self.timers.pop_expired(now) {
+            self.ended.push((key, EndReason::Timeout(class)));
+        }
+    }
+
+    /// Closes the tunnels that ended this turn: dropping a socket closes it, and closing
+    /// removes it from the poll.
+    fn remove_ended(&mut self, now: Instant) {
+        for (key, reason) in self.ended.drain(..) {
+            if let Some(tunnel) = self.tunnels.try_remove(key) {
+                tunnel.log_end(&self.services[tunnel.route].route, &reason, now);
+            }
+        }
+    }
+
+    fn on_signals(&mut self, now: Instant) {
+        for signal in self.signals.pending() {
+            let name = if signal == SIGINT {
+                "SIGINT"
+            } else {
+                "SIGTERM"
+            };
+            if self.shutdown_deadline.is_some() {
+                log::warn!("{name} again: stopping now");
+                self.shutdown_deadline = Some(now);
+                continue;
+            }
+            log::info!(
+                "{name}: no longer accepting; waiting up to {:?} for {} open tunnel(s)",
+                self.timeouts.shutdown,
+                self.tunnels.len()
+            );
+            for service in &mut self.services {
+                // Closing the listener also takes it out of the poll.
+                service.listener = None;
+                service.acceptable = false;
+            }
+            self.shutdown_deadline = Some(now + self.timeouts.shutdown);
+        }
+    }
+
+    /// After a shutdown signal: over once every tunnel has finished, or at the deadline,
+    /// when the tunnels still open are closed.
+    fn shutdown_is_over(&mut self, now: Instant) -> bool {
+        let Some(deadline) = self.shutdown_deadline else {
+            return false;
+        };
+        if self.tunnels.is_empty() {
+            log::info!("all tunnels finished; exiting");
+            return true;
+        }
+        if now < deadline {
+            return false;
+        }
+        log::warn!(
+            "shutdown timeout: closing {} open tunnel(s)",
+            self.tunnels.len()
+        );
+        for tunnel in self.tunnels.drain() {
+            tunnel.log_end(
+                &self.services[tunnel.route].route,
+                &EndReason::Shutdown,
+                now,
+            );
+        }
+        true
+    }
+}

@@ -1,0 +1,71 @@
+//! moat: a TLS tunnel on one `mio` poll loop.
+//!
+//! moat puts mutual TLS in front of a service that was never meant to face the internet
+//! (*server mode*), or gives a plaintext client a TLS leg to such a tunnel (*client mode*).
+//! One thread runs one poll loop ([`event_loop`]) that drives `rustls` connection state
+//! machines directly over nonblocking sockets.
+//!
+//! A reader who wants to follow the bytes should read, in order:
+//! [`event_loop`] (accept, readiness, timers), [`tunnel`] (one tunnel's life),
+//! [`endpoint`] (one end: plain TCP or TLS), and [`timer`] (deadlines at O(1)).
+//! `docs/ARCHITECTURE.md` tells how the pieces fit.
+
+#![forbid(unsafe_code)]
+#![warn(
+    missing_docs,
+    missing_debug_implementations,
+    rust_2018_idioms,
+    unreachable_pub,
+    clippy::use_self
+)]
+
+pub mod cli;
+pub mod config;
+pub mod demo;
+pub mod endpoint;
+pub mod error;
+pub mod event_loop;
+pub mod listener;
+pub mod logger;
+pub mod route;
+pub mod start;
+pub mod timer;
+pub mod tls;
+pub mod tunnel;
+
+pub use config::Config;
+pub use error::StartError;
+
+/// Runs moat with the arguments after the program name: parse, build, run.
+///
+/// Returns when moat has shut down (exit 0), or with the error `main` prints.
+pub fn run_command_line(args: &[String]) -> Result<(), StartError> {
+    let descriptor_limit = raise_descriptor_limit();
+    match cli::parse(args, descriptor_limit)? {
+        cli::Command::Help(text) => println!("{text}"),
+        cli::Command::Version => println!("moat {}", env!("CARGO_PKG_VERSION")),
+        cli::Command::Run(config) => {
+            logger::init(config.log_level);
+            let needed =
+                (config.limits.max_conns as u64).saturating_mul(2) + config::DESCRIPTOR_HEADROOM;
+            if needed > descriptor_limit {
+                log::warn!(
+                    "--max-conns {} needs about {needed} open files but the limit is {descriptor_limit}: \
+                     accepts will pause when descriptors run out",
+                    config.limits.max_conns
+                );
+            }
+            start::run(&config)?;
+        }
+    }
+    Ok(())
+}
+
+/// Raises the soft open-file limit to the hard limit (each tunnel holds two descriptors)
+/// and returns the limit now in force.
+fn raise_descriptor_limit() -> u64 {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => limit,
+        Err(_) => rlimit::getrlimit(rlimit::Resource::NOFILE).map_or(1024, |(soft, _)| soft),
+    }
+}

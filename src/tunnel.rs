@@ -1,0 +1,483 @@
+//! One tunnel: a downstream end (the accepted connection), an upstream end (the target),
+//! and the steps between accept and close.
+//!
+//! ```text
+//!  accept ─▶ client TLS handshake ─▶ connect target ─▶ target TLS handshake ─▶ relay ─▶ close
+//!            (server mode only)                        (client mode only)
+//! ```
+//!
+//! In server mode the target is dialled only once the client's handshake, and so its
+//! certificate, has been accepted: a refused client never reaches the backend.
+//! [`Tunnel::drive`] takes the tunnel as far as readiness allows each time the poll loop
+//! reports an event for one of its sockets.
+
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use mio::net::TcpStream;
+use mio::{Interest, Registry, Token};
+use rustls::{ClientConnection, Connection};
+
+use crate::endpoint::{relay, Endpoint, EndpointError, Eof, RelayError, Socket};
+use crate::route::{Route, Target};
+use crate::timer::TimerClass;
+use crate::tls::subject::subject;
+
+/// Plaintext bytes one tunnel may move per [`Tunnel::drive`], so one bulk transfer cannot
+/// starve the other tunnels of a turn.
+pub const TURN_BUDGET: usize = 256 * 1024;
+
+/// Which end of a tunnel something happened on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// The accepted connection.
+    Client,
+    /// The connection moat opened.
+    Target,
+}
+
+impl Side {
+    /// The poll token of this side's socket in tunnel `key`.
+    pub fn token(self, key: usize) -> Token {
+        Token(key * 2 + self as usize)
+    }
+
+    /// The tunnel key and side a token belongs to.
+    pub fn from_token(token: Token) -> (usize, Self) {
+        let side = if token.0 % 2 == 0 {
+            Self::Client
+        } else {
+            Self::Target
+        };
+        (token.0 / 2, side)
+    }
+}
+
+impl fmt::Display for Side {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Client => "client",
+            Self::Target => "target",
+        })
+    }
+}
+
+/// How a tunnel ended; shown in its log line.
+#[derive(Debug)]
+pub enum EndReason {
+    /// Both directions finished.
+    Clean,
+    /// Both directions finished, but a TLS peer closed TCP without `close_notify`.
+    Truncated(Side),
+    /// A deadline passed.
+    Timeout(TimerClass),
+    /// moat was shutting down and the shutdown timeout passed.
+    Shutdown,
+    /// The TLS session failed (bad or missing certificate, protocol error, alert).
+    Tls(Side, rustls::Error),
+    /// TCP EOF in the middle of a TLS handshake.
+    HandshakeEof(Side),
+    /// The target could not be reached.
+    Connect(io::Error),
+    /// A socket failed (reset, broken pipe).
+    Io(Side, io::Error),
+}
+
+impl fmt::Display for EndReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Clean => f.write_str("clean"),
+            Self::Truncated(side) => {
+                write!(f, "truncated ({side} closed TLS without close_notify)")
+            }
+            Self::Timeout(class) => write!(f, "{} timeout", class.name()),
+            Self::Shutdown => f.write_str("shutdown"),
+            Self::Tls(side, e) => write!(f, "tls error with {side}: {e}"),
+            Self::HandshakeEof(side) => write!(f, "{side} closed during the TLS handshake"),
+            Self::Connect(e) => {
+                write!(f, "cannot connect to target: {}", crate::error::plain_io(e))
+            }
+            Self::Io(side, e) => write!(f, "{side} {}", crate::error::plain_io(e)),
+        }
+    }
+}
+
+/// What [`Tunnel::drive`] achieved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Step {
+    /// Bytes moved or the handshake advanced: the idle clock restarts.
+    pub progressed: bool,
+    /// The turn's budget ran out with work left: drive again next turn.
+    pub again: bool,
+}
+
+/// What the loop lends a tunnel while driving it.
+#[derive(Debug)]
+pub struct Ctx<'a> {
+    /// For registering the target socket.
+    pub registry: &'a Registry,
+    /// The tunnel's slab key.
+    pub key: usize,
+    /// Where the tunnel leads.
+    pub route: &'a Route,
+    /// Transit space for bytes read from a plain socket on their way into rustls.
+    pub scratch: &'a mut [u8],
+}
+
+/// The upstream end as it comes into being.
+#[derive(Debug)]
+enum Upstream {
+    /// Server mode: waiting for the client's handshake before dialling.
+    NotDialled,
+    /// TCP connect in flight.
+    Connecting { socket: Socket, addr: SocketAddr },
+    /// Connected (a TLS handshake may still be under way inside the endpoint).
+    Open(Endpoint),
+}
+
+/// One direction of the relay.
+#[derive(Debug, Default)]
+struct Direction {
+    bytes: u64,
+    finished: Option<Eof>,
+}
+
+/// A tunnel between an accepted connection and its target.
+#[derive(Debug)]
+pub struct Tunnel {
+    /// Unique for the life of the process (slab keys are reused; ids are not).
+    pub id: u64,
+    /// Index of the route (listener) it came from.
+    pub route: usize,
+    /// The client's address.
+    pub peer: SocketAddr,
+    /// Whether it waits in the loop's ready queue.
+    pub queued: bool,
+    started: Instant,
+    down: Endpoint,
+    up: Upstream,
+    to_target: Direction,
+    to_client: Direction,
+    subject: Option<String>,
+}
+
+impl Tunnel {
+    /// A tunnel for a connection just accepted on `route`.
+    pub fn new(
+        id: u64,
+        route_index: usize,
+        route: &Route,
+        socket: Socket,
+        peer: SocketAddr,
+        now: Instant,
+    ) -> io::Result<Self> {
+        let down = match &route.accept_tls {
+            Some(config) => {
+                let conn =
+                    rustls::ServerConnection::new(config.clone()).map_err(io::Error::other)?;
+                Endpoint::tls(socket, Connection::Server(conn))
+            }
+            None => Endpoint::plain(socket),
+        };
+        let up = match route.target {
+            Target::Mirror => Upstream::Open(Endpoint::Mirror(Default::default())),
+            Target::Tcp { .. } => Upstream::NotDialled,
+        };
+        Ok(Self {
+            id,
+            route: route_index,
+            peer,
+            queued: false,
+            started: now,
+            down,
+            up,
+            to_target: Direction::default(),
+            to_client: Direction::default(),
+            subject: None,
+        })
+    }
+
+    /// Records readiness reported for one of the tunnel's sockets.
+    pub fn mark(&mut self, side: Side, readable: bool, writable: bool) {
+        let socket = match (side, &mut self.up) {
+            (Side::Client, _) => self.down.socket_mut(),
+            (Side::Target, Upstream::Connecting { socket, .. }) => Some(socket),
+            (Side::Target, Upstream::Open(end)) => end.socket_mut(),
+            (Side::Target, Upstream::NotDialled) => None,
+        };
+        if let Some(socket) = socket {
+            socket.mark(readable, writable);
+        }
+    }
+
+    /// The deadline the tunnel is under in its current step.
+    pub fn timer_class(&self) -> TimerClass {
+        match &self.up {
+            _ if self.down.is_handshaking() => TimerClass::Handshake,
+            Upstream::NotDialled => TimerClass::Handshake,
+            Upstream::Connecting { .. } => TimerClass::Connect,
+            Upstream::Open(up) if up.is_handshaking() => TimerClass::Handshake,
+            Upstream::Open(_)
+                if self.to_target.finished.is_some() || self.to_client.finished.is_some() =>
+            {
+                TimerClass::Close
+            }
+            Upstream::Open(_) => TimerClass::Idle,
+        }
+    }
+
+    /// Takes the tunnel as far as readiness allows: handshakes, connect, relay.
+    pub fn drive(&mut self, ctx: &mut Ctx<'_>) -> Result<Step, EndReason> {
+        let mut progressed = false;
+        if self.down.is_handshaking() {
+            progressed |= self
+                .down
+                .handshake()
+                .map_err(|e| failure(Side::Client, e))?;
+            if self.down.is_handshaking() {
+                return Ok(Step {
+                    progressed,
+                    again: false,
+                });
+            }
+            self.client_authenticated();
+        }
+        if let Upstream::NotDialled = self.up {
+            self.up = dial(ctx)?;
+            progressed = true;
+        }
+        progressed |= self.finish_connect(ctx.route)?;
+        let Upstream::Open(up) = &mut self.up else {
+            return Ok(Step {
+                progressed,
+                again: false,
+            });
+        };
+        if up.is_handshaking() {
+            progressed |= up.handshake().map_err(|e| failure(Side::Target, e))?;
+            if up.is_handshaking() {
+                return Ok(Step {
+                    progressed,
+                    again: false,
+                });
+            }
+        }
+        let (moved, again) = self.relay(ctx.scratch)?;
+        Ok(Step {
+            progressed: progressed || moved,
+            again,
+        })
+    }
+
+    /// Whether both directions have finished: the tunnel can be closed without losing data.
+    pub fn is_finished(&self) -> bool {
+        self.to_target.finished.is_some() && self.to_client.finished.is_some()
+    }
+
+    /// How a tunnel that finished both directions ended.
+    pub fn clean_end(&self) -> EndReason {
+        match (self.to_target.finished, self.to_client.finished) {
+            (Some(Eof::Truncated), _) => EndReason::Truncated(Side::Client),
+            (_, Some(Eof::Truncated)) => EndReason::Truncated(Side::Target),
+            _ => EndReason::Clean,
+        }
+    }
+
+    /// Moves bytes both ways until nothing moves or the budget is spent.
+    /// Returns (whether anything moved, whether the budget ran out).
+    fn relay(&mut self, scratch: &mut [u8]) -> Result<(bool, bool), EndReason> {
+        let Upstream::Open(up) = &mut self.up else {
+            return Ok((false, false));
+        };
+        let down = &mut self.down;
+        let mut budget = TURN_BUDGET;
+        let mut progressed = false;
+        loop {
+            let mut moved = down.flush().map_err(|e| failure(Side::Client, e))?;
+            moved |= up.flush().map_err(|e| failure(Side::Target, e))?;
+            moved |= pump(
+                down,
+                up,
+                &mut self.to_target,
+                Side::Client,
+                scratch,
+                &mut budget,
+            )?;
+            moved |= pump(
+                up,
+                down,
+                &mut self.to_client,
+                Side::Target,
+                scratch,
+                &mut budget,
+            )?;
+            progressed |= moved;
+            if budget == 0 {
+                return Ok((true, true));
+            }
+            if !moved {
+                return Ok((progressed, false));
+            }
+        }
+    }
+
+    /// Turns a finished connect into the upstream end. Returns whether it did.
+    fn finish_connect(&mut self, route: &Route) -> Result<bool, EndReason> {
+        let Upstream::Connecting { socket, addr } = &self.up else {
+            return Ok(false);
+        };
+        if !connected(socket).map_err(EndReason::Connect)? {
+            return Ok(false);
+        }
+        log::debug!("tunnel {}: connected to target {addr}", self.id);
+        if let Upstream::Connecting { socket, .. } =
+            std::mem::replace(&mut self.up, Upstream::NotDialled)
+        {
+            self.up = Upstream::Open(target_endpoint(route, socket)?);
+        }
+        Ok(true)
+    }
+
+    fn client_authenticated(&mut self) {
+        let certs = self.down.tls_session().and_then(|c| c.peer_certificates());
+        self.subject = certs.and_then(|c| c.first()).and_then(|c| subject(c));
+        log::debug!(
+            "tunnel {}: client {} finished TLS handshake{}",
+            self.id,
+            self.peer,
+            self.subject
+                .as_deref()
+                .map(|s| format!(" as {s}"))
+                .unwrap_or_default()
+        );
+    }
+
+    /// The tunnel's one log line at its end.
+    pub fn log_end(&self, route: &Route, reason: &EndReason, now: Instant) {
+        let level = match reason {
+            EndReason::Clean | EndReason::Truncated(_) | EndReason::Timeout(TimerClass::Idle) => {
+                log::Level::Info
+            }
+            _ => log::Level::Warn,
+        };
+        log::log!(
+            level,
+            "tunnel closed: {} peer={}{} to_target={}B to_client={}B duration={} end={}",
+            route.name,
+            self.peer,
+            self.subject
+                .as_deref()
+                .map(|s| format!(" subject=\"{s}\""))
+                .unwrap_or_default(),
+            self.to_target.bytes,
+            self.to_client.bytes,
+            Seconds(now.saturating_duration_since(self.started)),
+            reason
+        );
+    }
+}
+
+/// A duration as `1.234s`.
+struct Seconds(Duration);
+
+impl fmt::Display for Seconds {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:.3}s", self.0.as_secs_f64())
+    }
+}
+
+fn failure(side: Side, err: EndpointError) -> EndReason {
+    match err {
+        EndpointError::Io(e) => EndReason::Io(side, e),
+        EndpointError::Tls(e) => EndReason::Tls(side, e),
+        EndpointError::EofDuringHandshake => EndReason::HandshakeEof(side),
+    }
+}
+
+/// One direction's share of [`Tunnel::relay`]: from the `src_side` end to the other one.
+/// Returns whether anything moved; spends `budget`.
+fn pump(
+    src: &mut Endpoint,
+    dst: &mut Endpoint,
+    dir: &mut Direction,
+    src_side: Side,
+    scratch: &mut [u8],
+    budget: &mut usize,
+) -> Result<bool, EndReason> {
+    if dir.finished.is_some() || *budget == 0 {
+        return Ok(false);
+    }
+    let dst_side = match src_side {
+        Side::Client => Side::Target,
+        Side::Target => Side::Client,
+    };
+    let r = relay(src, dst, scratch, *budget).map_err(|e| match e {
+        RelayError::Source(e) => failure(src_side, e),
+        RelayError::Sink(e) => failure(dst_side, e),
+    })?;
+    dir.bytes += r.bytes as u64;
+    *budget = if r.budget_spent {
+        0
+    } else {
+        budget.saturating_sub(r.bytes)
+    };
+    if let Some(eof) = r.finished {
+        dir.finished = Some(eof);
+        if eof == Eof::Truncated {
+            log::debug!("{src_side} closed TLS without close_notify");
+        }
+    }
+    Ok(r.bytes > 0 || r.finished.is_some())
+}
+
+/// Starts a nonblocking connect to the route's next target address.
+fn dial(ctx: &Ctx<'_>) -> Result<Upstream, EndReason> {
+    let addr = ctx
+        .route
+        .target
+        .next_addr()
+        .ok_or_else(|| EndReason::Connect(io::Error::other("no target address")))?;
+    let mut stream = TcpStream::connect(addr).map_err(EndReason::Connect)?;
+    // Interactive protocols (redis, SQL) live on small writes; never delay them.
+    stream.set_nodelay(true).map_err(EndReason::Connect)?;
+    ctx.registry
+        .register(
+            &mut stream,
+            Side::Target.token(ctx.key),
+            Interest::READABLE | Interest::WRITABLE,
+        )
+        .map_err(EndReason::Connect)?;
+    Ok(Upstream::Connecting {
+        socket: Socket::new(stream),
+        addr,
+    })
+}
+
+/// Whether a nonblocking connect has finished: writable, no pending error, and a peer.
+fn connected(socket: &Socket) -> io::Result<bool> {
+    if !socket.is_writable() {
+        return Ok(false);
+    }
+    if let Some(err) = socket.stream().take_error()? {
+        return Err(err);
+    }
+    match socket.stream().peer_addr() {
+        Ok(_) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::NotConnected => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// The upstream end once TCP is connected: plain, or a TLS client session.
+fn target_endpoint(route: &Route, socket: Socket) -> Result<Endpoint, EndReason> {
+    match &route.target {
+        Target::Tcp { tls: Some(tls), .. } => {
+            let conn = ClientConnection::new(tls.config.clone(), tls.server_name.clone())
+                .map_err(|e| EndReason::Tls(Side::Target, e))?;
+            Ok(Endpoint::tls(socket, Connection::Client(conn)))
+        }
+        _ => Ok(Endpoint::plain(socket)),
+    }
+}
