@@ -1,0 +1,353 @@
+//! What every integration test needs: fresh certificates, the real `moat` binary with its
+//! log in hand, small backends and TLS clients. Everything runs on loopback.
+
+#![allow(dead_code)] // each test binary uses a different part of this module
+
+pub mod pki;
+pub mod tls_client;
+
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+pub use pki::Pki;
+
+/// How long any wait in the tests may last before it counts as a failure. Generous: the
+/// tests wait for events, never for time, so this only bounds a broken run.
+pub const PATIENCE: Duration = Duration::from_secs(20);
+
+/// A running `moat` process whose standard error is collected line by line.
+pub struct Moat {
+    child: Child,
+    log: Arc<(Mutex<Vec<String>>, Condvar)>,
+    stdout: Arc<(Mutex<Vec<String>>, Condvar)>,
+}
+
+impl Moat {
+    /// Starts `moat ARGS...` and waits until every listener it opens has said where it listens.
+    pub fn start(args: &[&str]) -> Self {
+        let moat = Self::spawn(args);
+        let listeners = if args.first() == Some(&"demo") { 3 } else { 1 };
+        moat.wait_for_count("listening on ", listeners);
+        moat
+    }
+
+    /// Starts `moat ARGS...` without waiting for anything.
+    pub fn spawn(args: &[&str]) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_moat"))
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start moat");
+        let log = collect_lines(child.stderr.take().expect("stderr"), true);
+        let stdout = collect_lines(child.stdout.take().expect("stdout"), false);
+        Self { child, log, stdout }
+    }
+
+    /// The process id, e.g. to read its memory from /proc.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The address of the listener whose log line mentions `route` (`server`, `client`,
+    /// `demo tls leg`, ...), or of the only one.
+    pub fn addr(&self) -> SocketAddr {
+        let line = self.wait_for("listening on ");
+        parse_listen_line(&line)
+    }
+
+    /// The address of the listener named `route` (demo mode has three).
+    pub fn addr_of(&self, route: &str) -> SocketAddr {
+        let line = self.wait_for(&format!("{route}: listening on "));
+        parse_listen_line(&line)
+    }
+
+    /// Waits for a log line containing `needle` and returns it.
+    pub fn wait_for(&self, needle: &str) -> String {
+        self.wait_for_count(needle, 1).pop().expect("one line")
+    }
+
+    /// Waits until `count` log lines contain `needle`; returns them.
+    pub fn wait_for_count(&self, needle: &str, count: usize) -> Vec<String> {
+        wait_lines(&self.log, needle, count, || self.dump())
+    }
+
+    /// Waits for a line on standard output containing `needle`.
+    pub fn wait_for_stdout(&self, needle: &str) -> String {
+        wait_lines(&self.stdout, needle, 1, || self.dump())
+            .pop()
+            .expect("one line")
+    }
+
+    /// Every log line so far containing `needle`.
+    pub fn lines_with(&self, needle: &str) -> Vec<String> {
+        let lines = self.log.0.lock().unwrap();
+        lines
+            .iter()
+            .filter(|l| l.contains(needle))
+            .cloned()
+            .collect()
+    }
+
+    /// The whole log so far.
+    pub fn dump(&self) -> String {
+        self.log.0.lock().unwrap().join("\n")
+    }
+
+    /// Sends SIGTERM (to our own child, by PID).
+    pub fn terminate(&self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success());
+    }
+
+    /// Waits for the process to exit, at most [`PATIENCE`].
+    pub fn wait_exit(&mut self) -> ExitStatus {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "moat did not exit; log:\n{}",
+                self.dump()
+            );
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Resident memory of the process, in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).expect("read status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmRSS")
+    }
+
+    /// CPU time (user + system) the process has used, in clock ticks.
+    pub fn cpu_ticks(&self) -> u64 {
+        let stat =
+            std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).expect("read stat");
+        let after_name = &stat[stat.rfind(')').expect("comm") + 2..];
+        let fields: Vec<&str> = after_name.split_whitespace().collect();
+        fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+    }
+}
+
+impl Drop for Moat {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn parse_listen_line(line: &str) -> SocketAddr {
+    let rest = &line[line.find("listening on ").expect("listen line") + "listening on ".len()..];
+    rest.split(|c: char| c == ',' || c.is_whitespace())
+        .next()
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("no address in {line:?}"))
+}
+
+fn collect_lines(
+    stream: impl Read + Send + 'static,
+    echo: bool,
+) -> Arc<(Mutex<Vec<String>>, Condvar)> {
+    let shared = Arc::new((Mutex::new(Vec::new()), Condvar::new()));
+    let writer = shared.clone();
+    thread::spawn(move || {
+        for line in BufReader::new(stream).lines() {
+            let Ok(line) = line else { break };
+            if echo {
+                eprintln!("[moat] {line}");
+            }
+            writer.0.lock().unwrap().push(line);
+            writer.1.notify_all();
+        }
+    });
+    shared
+}
+
+fn wait_lines(
+    shared: &(Mutex<Vec<String>>, Condvar),
+    needle: &str,
+    count: usize,
+    dump: impl Fn() -> String,
+) -> Vec<String> {
+    let deadline = Instant::now() + PATIENCE;
+    let mut lines = shared.0.lock().unwrap();
+    loop {
+        let found: Vec<String> = lines
+            .iter()
+            .filter(|l| l.contains(needle))
+            .cloned()
+            .collect();
+        if found.len() >= count {
+            return found;
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            drop(lines);
+            panic!(
+                "no {count} line(s) with {needle:?} in moat's output; log:\n{}",
+                dump()
+            );
+        }
+        lines = shared.1.wait_timeout(lines, deadline - now).unwrap().0;
+    }
+}
+
+/// A plaintext backend on loopback that runs `handler` on each connection in a thread and
+/// counts the connections it accepted.
+pub struct Backend {
+    pub addr: SocketAddr,
+    accepted: Arc<AtomicUsize>,
+}
+
+impl Backend {
+    /// A backend that echoes everything back, then closes its write side at EOF.
+    pub fn echo() -> Self {
+        Self::start(|mut stream| {
+            let mut reader = stream.try_clone().expect("clone");
+            let _ = io::copy(&mut reader, &mut stream);
+            let _ = stream.shutdown(Shutdown::Write);
+        })
+    }
+
+    /// A backend that runs `handler` for each accepted connection.
+    pub fn start(handler: impl Fn(TcpStream) + Send + Sync + 'static) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind backend");
+        let addr = listener.local_addr().unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let counter = accepted.clone();
+        let handler = Arc::new(handler);
+        thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { continue };
+                counter.fetch_add(1, Ordering::SeqCst);
+                let handler = handler.clone();
+                thread::spawn(move || handler(stream));
+            }
+        });
+        Self { addr, accepted }
+    }
+
+    /// Connections accepted so far.
+    pub fn accepted(&self) -> usize {
+        self.accepted.load(Ordering::SeqCst)
+    }
+
+    /// Waits until at least `n` connections have been accepted.
+    pub fn wait_accepted(&self, n: usize) {
+        let deadline = Instant::now() + PATIENCE;
+        while self.accepted() < n {
+            assert!(
+                Instant::now() < deadline,
+                "backend accepted {} of {n}",
+                self.accepted()
+            );
+            thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// This backend's address as a string, for `--target`.
+    pub fn target(&self) -> String {
+        self.addr.to_string()
+    }
+}
+
+/// `len` bytes that do not repeat in any short period (xorshift), so misordered or
+/// duplicated chunks cannot go unnoticed.
+pub fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
+    let mut state = seed | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        out.extend_from_slice(&state.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+/// Writes `data` and reads back as many bytes at once from the same stream (a writer thread
+/// and a reader), returning what was read. Both directions are busy at the same time.
+pub fn echo_roundtrip<S>(
+    stream: S,
+    data: Vec<u8>,
+    shutdown: impl FnOnce(&mut S) + Send + 'static,
+) -> Vec<u8>
+where
+    S: Read + Write + Send + 'static + TryCloneStream,
+{
+    let mut reader = stream.try_clone_stream();
+    let len = data.len();
+    let writer = thread::spawn(move || {
+        let mut stream = stream;
+        for chunk in data.chunks(64 * 1024) {
+            stream.write_all(chunk).expect("write to tunnel");
+        }
+        stream.flush().expect("flush");
+        shutdown(&mut stream);
+        stream
+    });
+    let mut got = Vec::with_capacity(len);
+    reader.read_to_end(&mut got).expect("read from tunnel");
+    drop(writer.join().expect("writer thread"));
+    got
+}
+
+/// Streams that can be split into a reading and a writing handle.
+pub trait TryCloneStream: Sized {
+    /// A second handle on the same connection.
+    fn try_clone_stream(&self) -> Self;
+}
+
+impl TryCloneStream for TcpStream {
+    fn try_clone_stream(&self) -> Self {
+        self.try_clone().expect("clone stream")
+    }
+}
+
+/// Connects to `addr` with a read timeout of [`PATIENCE`], so a broken tunnel fails the
+/// test instead of hanging it.
+pub fn connect(addr: SocketAddr) -> TcpStream {
+    let stream = TcpStream::connect(addr).expect("connect");
+    stream.set_read_timeout(Some(PATIENCE)).unwrap();
+    stream.set_write_timeout(Some(PATIENCE)).unwrap();
+    stream
+}
+
+/// Whether `stream` is closed by the peer (EOF or reset) — waiting at most [`PATIENCE`].
+/// Any data that arrives first is discarded.
+pub fn wait_closed(stream: &mut impl Read) -> io::Result<()> {
+    let mut buf = [0u8; 4096];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => return Ok(()),
+            Ok(_) => continue,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::ConnectionReset | io::ErrorKind::ConnectionAborted
+                ) =>
+            {
+                return Ok(())
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
