@@ -1,0 +1,435 @@
+//! The driver: `moat-bench run`. It makes certificates, starts the backend, then for every
+//! scenario starts each target in turn (a fresh process per run, pinned to CPU 0), runs the
+//! load generator against it (pinned to CPU 1), and finally prints one table and writes
+//! `results.md` and `chart.svg`.
+
+mod procs;
+mod report;
+pub mod scenario;
+mod svg;
+mod targets;
+
+use std::fs;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use procs::BackendProcess;
+use report::Row;
+use scenario::{Measured, Scenario};
+use targets::{Kind, Launch, Target};
+
+use crate::{parse_duration, Result};
+
+/// Options of `moat-bench run`.
+struct Options {
+    scenarios: Vec<Scenario>,
+    targets: Vec<Kind>,
+    /// Targets were named explicitly: a missing one is an error, not a skip.
+    targets_explicit: bool,
+    warmup: Duration,
+    duration: Duration,
+    rounds: usize,
+    out: PathBuf,
+    moat: Option<PathBuf>,
+    tokio: Option<PathBuf>,
+    install_peers: bool,
+}
+
+pub fn usage() -> String {
+    let names: Vec<&str> = scenario::all(scenario::HANDSHAKE_CONCURRENCY)
+        .iter()
+        .map(|s| s.name)
+        .collect();
+    format!(
+        "Usage: moat-bench run [options]\n\n\
+         Runs every scenario against each target and prints one table.\n\
+         Scenarios: {}\n\
+         Targets: moat, tokio, stunnel, haproxy (peers only when installed)",
+        names.join(", ")
+    )
+}
+
+fn options_spec() -> getopts::Options {
+    let mut opts = getopts::Options::new();
+    opts.optflag(
+        "",
+        "quick",
+        "smoke test: fewer scenarios, 1 s windows, moat and tokio only",
+    );
+    opts.optopt(
+        "",
+        "scenarios",
+        "comma-separated scenarios to run (default: all)",
+        "LIST",
+    );
+    opts.optopt(
+        "",
+        "targets",
+        "comma-separated targets (default: all that are present)",
+        "LIST",
+    );
+    opts.optopt(
+        "",
+        "duration",
+        "measured window per run (default 5s; quick 1s)",
+        "DUR",
+    );
+    opts.optopt(
+        "",
+        "warmup",
+        "warm-up before each window (default 1s; quick 0.3s)",
+        "DUR",
+    );
+    opts.optopt(
+        "",
+        "rounds",
+        "runs per scenario and target; the median is kept (default 1)",
+        "N",
+    );
+    opts.optopt(
+        "",
+        "concurrency",
+        "connections in the handshake scenarios (default 32)",
+        "N",
+    );
+    opts.optopt(
+        "",
+        "out",
+        "directory for results.md, chart.svg and logs (default benches/results)",
+        "DIR",
+    );
+    opts.optopt(
+        "",
+        "moat",
+        "the moat binary (default: next to this program)",
+        "PATH",
+    );
+    opts.optopt(
+        "",
+        "tokio",
+        "the moat-tokio-proxy binary (default: next to this program)",
+        "PATH",
+    );
+    opts.optflag(
+        "",
+        "install-peers",
+        "apt-get install stunnel4 and haproxy first",
+    );
+    opts.optflag("h", "help", "print this help");
+    opts
+}
+
+fn parse(argv: &[String]) -> Result<Option<Options>> {
+    let spec = options_spec();
+    let m = spec.parse(argv).map_err(|e| e.to_string())?;
+    if m.opt_present("help") {
+        println!("{}", spec.usage(&usage()));
+        return Ok(None);
+    }
+    let quick = m.opt_present("quick");
+    let number = |name: &str, default: usize| -> Result<usize> {
+        m.opt_str(name).map_or(Ok(default), |v| {
+            v.parse()
+                .map_err(|_| format!("--{name}: `{v}` is not a whole number"))
+        })
+    };
+    let seconds = |name: &str, default: f64| -> Result<Duration> {
+        m.opt_str(name)
+            .map_or(Ok(Duration::from_secs_f64(default)), |v| {
+                parse_duration(&v).map_err(|e| format!("--{name}: {e}"))
+            })
+    };
+    let all = scenario::all(number("concurrency", scenario::HANDSHAKE_CONCURRENCY)?.max(1));
+    let scenarios = match m.opt_str("scenarios") {
+        Some(list) => list
+            .split(',')
+            .map(|name| {
+                all.iter()
+                    .find(|s| s.name == name.trim())
+                    .cloned()
+                    .ok_or_else(|| format!("unknown scenario `{name}`\n{}", usage()))
+            })
+            .collect::<Result<Vec<_>>>()?,
+        None if quick => all
+            .iter()
+            .filter(|s| scenario::QUICK.contains(&s.name))
+            .cloned()
+            .collect(),
+        None => all,
+    };
+    let (targets, targets_explicit) = match m.opt_str("targets") {
+        Some(list) => (
+            list.split(',')
+                .map(|t| Kind::parse(t.trim()))
+                .collect::<Result<Vec<_>>>()?,
+            true,
+        ),
+        None if quick => (vec![Kind::Moat, Kind::Tokio], false),
+        None => (Kind::ALL.to_vec(), false),
+    };
+    let default_out = if PathBuf::from("benches").is_dir() {
+        PathBuf::from("benches/results")
+    } else {
+        PathBuf::from("moat-bench-results")
+    };
+    Ok(Some(Options {
+        scenarios,
+        targets,
+        targets_explicit,
+        warmup: seconds("warmup", if quick { 0.3 } else { 1.0 })?,
+        duration: seconds("duration", if quick { 1.0 } else { 5.0 })?,
+        rounds: number("rounds", 1)?.max(1),
+        out: m.opt_str("out").map_or(default_out, PathBuf::from),
+        moat: m.opt_str("moat").map(PathBuf::from),
+        tokio: m.opt_str("tokio").map(PathBuf::from),
+        install_peers: m.opt_present("install-peers"),
+    }))
+}
+
+/// `moat-bench run`.
+pub fn run(argv: &[String]) -> Result<()> {
+    let Some(options) = parse(argv)? else {
+        return Ok(());
+    };
+    let limit = crate::procfs::raise_open_file_limit()?;
+    if limit < 20_000 {
+        eprintln!("moat-bench: note: open-file limit is {limit}; idle-9000 needs about 19,000");
+    }
+    if Command::new("taskset").arg("-V").output().is_err() {
+        return Err("taskset is not installed (Debian: apt-get install util-linux)".into());
+    }
+    if options.install_peers {
+        install_peers()?;
+    }
+    let targets = resolve_targets(&options)?;
+
+    let logs = options.out.join("logs");
+    fs::create_dir_all(&logs).map_err(|e| format!("cannot create {}: {e}", logs.display()))?;
+    let cert_dir = std::env::temp_dir().join(format!("moat-bench-{}", std::process::id()));
+    let certs = crate::certs::generate(&cert_dir)?;
+    let result = measure_all(&options, &targets, &certs, &logs);
+    let _ = fs::remove_dir_all(&cert_dir);
+    let rows = result?;
+
+    let table = report::text_table(&rows);
+    println!("\n{table}");
+    let peers: Vec<(&str, PathBuf)> = targets
+        .iter()
+        .filter(|t| matches!(t.kind, Kind::Stunnel | Kind::Haproxy))
+        .map(|t| (t.kind.name(), t.program.clone()))
+        .collect();
+    let machine = procs::machine_description(&peers);
+    for line in &machine {
+        println!("{line}");
+    }
+    write_results(&options, &rows, &machine)
+}
+
+/// Runs every scenario against every target, alternating targets within a scenario.
+fn measure_all(
+    options: &Options,
+    targets: &[Target],
+    certs: &crate::certs::CertFiles,
+    logs: &std::path::Path,
+) -> Result<Vec<Row>> {
+    let backend = BackendProcess::start(&logs.join("backend.log"))?;
+    let total = options.scenarios.len() * options.rounds * targets.len();
+    let started = Instant::now();
+    let mut done = 0;
+    let mut rows = Vec::new();
+    for scenario in &options.scenarios {
+        let mut runs: Vec<(Kind, Vec<Measured>, Option<String>)> =
+            targets.iter().map(|t| (t.kind, Vec::new(), None)).collect();
+        for round in 0..options.rounds {
+            for i in 0..targets.len() {
+                // Rotate the order each round so no target always goes first.
+                let index = (i + round) % targets.len();
+                let target = &targets[index];
+                done += 1;
+                eprint!(
+                    "[{done}/{total} {:>4.0}s] {:<15} {:<8} ",
+                    started.elapsed().as_secs_f64(),
+                    scenario.name,
+                    target.kind.name()
+                );
+                match run_one(options, scenario, target, certs, &backend, logs, round) {
+                    Ok(m) => {
+                        let kind = scenario.kind;
+                        eprintln!(
+                            "{} {}, target CPU {:.0}%",
+                            report::fmt_num(m.figure(kind)),
+                            kind.unit(),
+                            m.target_cpu_pct()
+                        );
+                        runs[index].1.push(m);
+                    }
+                    Err(e) => {
+                        eprintln!("failed: {}", e.lines().next().unwrap_or(""));
+                        runs[index].2 = Some(e);
+                    }
+                }
+            }
+        }
+        for (kind, mut measured, error) in runs {
+            // The median run by the per-CPU figure stands for the target.
+            measured.sort_by(|a, b| {
+                a.per_cpu(scenario.kind)
+                    .total_cmp(&b.per_cpu(scenario.kind))
+            });
+            let median = measured.get(measured.len() / 2).cloned();
+            rows.push(Row {
+                scenario: scenario.clone(),
+                target: kind,
+                error: if median.is_none() { error } else { None },
+                measured: median,
+            });
+        }
+    }
+    Ok(rows)
+}
+
+/// One run: a fresh target, the generator against it, the target stopped.
+fn run_one(
+    options: &Options,
+    scenario: &Scenario,
+    target: &Target,
+    certs: &crate::certs::CertFiles,
+    backend: &BackendProcess,
+    logs: &std::path::Path,
+    round: usize,
+) -> Result<Measured> {
+    let label = format!("{}-{}-{round}", scenario.name, target.kind.name());
+    let launch = Launch {
+        certs,
+        backend: backend.addr(scenario.backend)?,
+        mtls: scenario.mtls,
+        work_dir: logs,
+        label: &label,
+    };
+    let running = target.start(&launch)?;
+    let mut args: Vec<String> = vec![
+        "--mode".into(),
+        scenario.mode.into(),
+        "--addr".into(),
+        running.addr.to_string(),
+        "--ca".into(),
+        certs.ca.display().to_string(),
+        "--concurrency".into(),
+        scenario.concurrency.to_string(),
+        "--warmup".into(),
+        format!("{}", options.warmup.as_secs_f64()),
+        "--duration".into(),
+        format!("{}", options.duration.as_secs_f64()),
+        "--target-pid".into(),
+        running.pid().to_string(),
+        "--backend-pid".into(),
+        backend.pid().to_string(),
+    ];
+    if scenario.mtls {
+        args.extend([
+            "--cert".into(),
+            certs.client_cert.display().to_string(),
+            "--key".into(),
+            certs.client_key.display().to_string(),
+        ]);
+    }
+    if scenario.resume {
+        args.push("--resume".into());
+    }
+    if scenario.tunnels > 0 {
+        args.extend(["--tunnels".into(), scenario.tunnels.to_string()]);
+    }
+    let limit = options.warmup + options.duration + Duration::from_secs(120);
+    let result = procs::run_generator(&args, &logs.join(format!("{label}-load.log")), limit);
+    let log = running.log.clone();
+    running.stop();
+    let line = result.map_err(|e| format!("{e} (target log: {})", log.display()))?;
+    Measured::parse(&line).ok_or_else(|| format!("cannot read the generator's result `{line}`"))
+}
+
+/// Finds each requested target's program; skips absent ones unless they were named.
+fn resolve_targets(options: &Options) -> Result<Vec<Target>> {
+    let here = procs::self_exe()?;
+    let sibling = |name: &str| here.with_file_name(name);
+    let mut found = Vec::new();
+    for &kind in &options.targets {
+        let (program, hint) = match kind {
+            Kind::Moat => (
+                Some(options.moat.clone().unwrap_or_else(|| sibling("moat"))),
+                "build it with `cargo build --release -p moat` into the same target directory, or pass --moat PATH",
+            ),
+            Kind::Tokio => (
+                Some(options.tokio.clone().unwrap_or_else(|| sibling("moat-tokio-proxy"))),
+                "build it with `cargo build --release -p moat-bench`, or pass --tokio PATH",
+            ),
+            Kind::Stunnel => (
+                targets::find_program(&["stunnel4", "stunnel"]),
+                "install it with --install-peers (apt-get install stunnel4)",
+            ),
+            Kind::Haproxy => (
+                targets::find_program(&["haproxy"]),
+                "install it with --install-peers (apt-get install haproxy)",
+            ),
+        };
+        match program.filter(|p| p.is_file()) {
+            Some(program) => found.push(Target { kind, program }),
+            None if options.targets_explicit => {
+                return Err(format!("target {} not found: {hint}", kind.name()))
+            }
+            None => eprintln!("moat-bench: skipping {}: not found ({hint})", kind.name()),
+        }
+    }
+    if found.is_empty() {
+        return Err("no target to measure".into());
+    }
+    Ok(found)
+}
+
+/// `apt-get install -y stunnel4 haproxy` (after an update of the package lists).
+fn install_peers() -> Result<()> {
+    for args in [
+        &["update"][..],
+        &["install", "-y", "stunnel4", "haproxy"][..],
+    ] {
+        eprintln!("moat-bench: apt-get {}", args.join(" "));
+        let status = Command::new("apt-get")
+            .args(args)
+            .status()
+            .map_err(|e| format!("cannot run apt-get: {e}"))?;
+        if !status.success() {
+            return Err(format!("apt-get {} failed ({status})", args.join(" ")));
+        }
+    }
+    Ok(())
+}
+
+/// Writes `results.md` and `chart.svg` into the output directory.
+fn write_results(options: &Options, rows: &[Row], machine: &[String]) -> Result<()> {
+    let md_path = options.out.join("results.md");
+    let svg_path = options.out.join("chart.svg");
+    let mut md = String::from("# moat benchmark results\n\n");
+    for line in machine {
+        md.push_str(&format!("- {line}\n"));
+    }
+    md.push_str(&format!(
+        "- targets pinned to CPU 0, load generator and backend to CPU 1; warm-up {:?}, window {:?}, {} round(s) (median kept)\n\n",
+        options.warmup, options.duration, options.rounds
+    ));
+    md.push_str(&report::markdown_table(rows));
+    md.push_str("\n## Scenarios\n\n");
+    for s in &options.scenarios {
+        md.push_str(&format!("- `{}`: {}\n", s.name, s.what));
+    }
+    md.push_str(
+        "\n`bound` says which side saturated: `target` when the target used ≥ 90% of its CPU, \
+         `generator` when the generator and backend together used ≥ 90% of theirs. When the \
+         generator is the bottleneck, compare the per-target-CPU-second figures.\n",
+    );
+    fs::write(&md_path, md).map_err(|e| format!("cannot write {}: {e}", md_path.display()))?;
+    let title = "moat vs the tokio baseline and peers, per target-CPU-second";
+    fs::write(&svg_path, svg::chart(rows, title))
+        .map_err(|e| format!("cannot write {}: {e}", svg_path.display()))?;
+    println!("\nwrote {} and {}", md_path.display(), svg_path.display());
+    Ok(())
+}

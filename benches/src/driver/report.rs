@@ -1,0 +1,206 @@
+//! The results table: one row per (scenario, target), printed as text and written as
+//! markdown.
+
+use super::scenario::{FigureKind, Measured, Scenario};
+use super::targets::Kind;
+
+/// Above this share of one CPU a process counts as saturated.
+const SATURATED_PCT: f64 = 90.0;
+
+/// One measured (scenario, target) pair.
+#[derive(Debug, Clone)]
+pub struct Row {
+    pub scenario: Scenario,
+    pub target: Kind,
+    /// `None` when the run failed; `error` then says why.
+    pub measured: Option<Measured>,
+    pub error: Option<String>,
+}
+
+impl Row {
+    fn kind(&self) -> FigureKind {
+        self.scenario.kind
+    }
+
+    /// The per-target-CPU-second figure (or KiB/tunnel for memory).
+    pub fn per_cpu(&self) -> Option<f64> {
+        self.measured.as_ref().map(|m| m.per_cpu(self.kind()))
+    }
+
+    /// Which side bounded the figure.
+    fn bound(&self, m: &Measured) -> &'static str {
+        if self.kind() == FigureKind::MemoryPerTunnel {
+            "-"
+        } else if m.target_cpu_pct() >= SATURATED_PCT {
+            "target"
+        } else if m.generator_cpu_pct() >= SATURATED_PCT {
+            "generator"
+        } else {
+            "neither"
+        }
+    }
+
+    fn notes(&self, m: &Measured) -> String {
+        let mut notes = Vec::new();
+        if self.scenario.resume {
+            let ops = m.num("ops");
+            let pct = if ops > 0.0 {
+                m.num("resumed") * 100.0 / ops
+            } else {
+                0.0
+            };
+            notes.push(format!("resumed {pct:.1}%"));
+        }
+        if self.scenario.mode == "rr" {
+            notes.push(format!(
+                "p50 {:.0} µs, p99 {:.0} µs, p99.9 {:.0} µs",
+                m.num("p50_us"),
+                m.num("p99_us"),
+                m.num("p999_us")
+            ));
+        }
+        if self.kind() == FigureKind::MemoryPerTunnel {
+            notes.push(format!(
+                "{} alive of {}, RSS {:.1} → {:.1} MiB, CPU while idle {:.1}%",
+                m.num("alive"),
+                self.scenario.tunnels,
+                m.num("rss_base_kib") / 1024.0,
+                m.num("rss_kib") / 1024.0,
+                m.target_cpu_pct()
+            ));
+        }
+        if m.num("errors") > 0.0 {
+            notes.push(format!(
+                "{} errors (first: {})",
+                m.num("errors"),
+                m.text("first_error").unwrap_or("?").replace('_', " ")
+            ));
+        }
+        notes.join("; ")
+    }
+}
+
+/// Formats a figure with sensible precision.
+pub fn fmt_num(v: f64) -> String {
+    if v >= 100.0 {
+        format!("{v:.0}")
+    } else if v >= 10.0 {
+        format!("{v:.1}")
+    } else {
+        format!("{v:.2}")
+    }
+}
+
+/// The table's header and cells, shared by the text and markdown forms.
+pub fn cells(rows: &[Row]) -> (Vec<&'static str>, Vec<Vec<String>>) {
+    let header = vec![
+        "scenario",
+        "target",
+        "figure",
+        "target CPU",
+        "per target-CPU-s",
+        "vs tokio",
+        "gen+backend CPU",
+        "bound",
+        "notes",
+    ];
+    let body = rows
+        .iter()
+        .map(|row| {
+            let kind = row.kind();
+            let Some(m) = &row.measured else {
+                let error = row.error.clone().unwrap_or_default();
+                return vec![
+                    row.scenario.name.to_string(),
+                    row.target.name().to_string(),
+                    "failed".to_string(),
+                    String::new(),
+                    String::new(),
+                    String::new(),
+                    String::new(),
+                    String::new(),
+                    error.lines().next().unwrap_or("").to_string(),
+                ];
+            };
+            let tokio = rows
+                .iter()
+                .find(|r| r.scenario.name == row.scenario.name && r.target == Kind::Tokio)
+                .and_then(Row::per_cpu);
+            let versus = match (row.per_cpu(), tokio) {
+                (Some(x), Some(t)) if t > 0.0 => {
+                    let note = if kind.lower_is_better() {
+                        " (lower is better)"
+                    } else {
+                        ""
+                    };
+                    format!("{:.2}×{note}", x / t)
+                }
+                _ => "-".to_string(),
+            };
+            let per_cpu = if kind == FigureKind::MemoryPerTunnel {
+                "-".to_string()
+            } else {
+                format!("{} {}", fmt_num(m.per_cpu(kind)), kind.per_cpu_unit())
+            };
+            vec![
+                row.scenario.name.to_string(),
+                row.target.name().to_string(),
+                format!("{} {}", fmt_num(m.figure(kind)), kind.unit()),
+                format!("{:.0}%", m.target_cpu_pct()),
+                per_cpu,
+                versus,
+                format!("{:.0}%", m.generator_cpu_pct()),
+                row.bound(m).to_string(),
+                row.notes(m),
+            ]
+        })
+        .collect();
+    (header, body)
+}
+
+/// The table as aligned plain text.
+pub fn text_table(rows: &[Row]) -> String {
+    let (header, body) = cells(rows);
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for line in &body {
+        for (w, cell) in widths.iter_mut().zip(line) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let render = |cells: Vec<String>| {
+        let mut out = String::new();
+        for (i, (cell, w)) in cells.iter().zip(&widths).enumerate() {
+            if i + 1 == cells.len() {
+                out.push_str(cell);
+            } else {
+                out.push_str(cell);
+                out.push_str(&" ".repeat(w - cell.chars().count() + 2));
+            }
+        }
+        out.trim_end().to_string()
+    };
+    let mut out = render(header.iter().map(|h| h.to_string()).collect());
+    out.push('\n');
+    let mut last_scenario = String::new();
+    for line in body {
+        if !last_scenario.is_empty() && line[0] != last_scenario {
+            out.push('\n');
+        }
+        last_scenario = line[0].clone();
+        out.push_str(&render(line));
+        out.push('\n');
+    }
+    out
+}
+
+/// The table as markdown.
+pub fn markdown_table(rows: &[Row]) -> String {
+    let (header, body) = cells(rows);
+    let mut out = format!("| {} |\n", header.join(" | "));
+    out.push_str(&format!("|{}\n", "---|".repeat(header.len())));
+    for line in body {
+        let escaped: Vec<String> = line.iter().map(|c| c.replace('|', "\\|")).collect();
+        out.push_str(&format!("| {} |\n", escaped.join(" | ")));
+    }
+    out
+}

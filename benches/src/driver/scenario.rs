@@ -1,0 +1,232 @@
+//! The scenarios: what the generator does, which backend the target forwards to, and how the
+//! generator's `RESULT` line becomes a figure.
+
+use std::collections::HashMap;
+
+use crate::backend::Kind as Backend;
+
+/// One scenario of the benchmark.
+#[derive(Debug, Clone)]
+pub struct Scenario {
+    pub name: &'static str,
+    /// One line for the README and the results file.
+    pub what: &'static str,
+    /// `--mode` of the generator.
+    pub mode: &'static str,
+    pub backend: Backend,
+    pub mtls: bool,
+    pub resume: bool,
+    /// Connections, streams, or the opening concurrency of the idle scenario.
+    pub concurrency: usize,
+    /// Idle scenario: tunnels held open.
+    pub tunnels: usize,
+    pub kind: FigureKind,
+}
+
+/// How a scenario's figure is computed and named.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FigureKind {
+    Handshakes,
+    Megabytes,
+    Requests,
+    /// Resident memory per idle tunnel; lower is better, and there is no per-CPU figure.
+    MemoryPerTunnel,
+}
+
+impl FigureKind {
+    pub fn unit(self) -> &'static str {
+        match self {
+            FigureKind::Handshakes => "handshakes/s",
+            FigureKind::Megabytes => "MB/s",
+            FigureKind::Requests => "req/s",
+            FigureKind::MemoryPerTunnel => "KiB/tunnel",
+        }
+    }
+
+    pub fn per_cpu_unit(self) -> &'static str {
+        match self {
+            FigureKind::Handshakes => "handshakes/CPU-s",
+            FigureKind::Megabytes => "MB/CPU-s",
+            FigureKind::Requests => "req/CPU-s",
+            FigureKind::MemoryPerTunnel => "KiB/tunnel",
+        }
+    }
+
+    pub fn lower_is_better(self) -> bool {
+        self == FigureKind::MemoryPerTunnel
+    }
+}
+
+/// Handshake concurrency unless `--concurrency` says otherwise.
+pub const HANDSHAKE_CONCURRENCY: usize = 32;
+
+/// All scenarios, in the order they run.
+pub fn all(handshake_concurrency: usize) -> Vec<Scenario> {
+    let handshake = |name, what, mtls, resume| Scenario {
+        name,
+        what,
+        mode: "handshake",
+        backend: Backend::Echo,
+        mtls,
+        resume,
+        concurrency: handshake_concurrency,
+        tunnels: 0,
+        kind: FigureKind::Handshakes,
+    };
+    let bulk = |name, what, upload: bool, streams| Scenario {
+        name,
+        what,
+        mode: if upload { "upload" } else { "download" },
+        backend: if upload {
+            Backend::Sink
+        } else {
+            Backend::Source
+        },
+        mtls: false,
+        resume: false,
+        concurrency: streams,
+        tunnels: 0,
+        kind: FigureKind::Megabytes,
+    };
+    let idle = |name, what, tunnels| Scenario {
+        name,
+        what,
+        mode: "idle",
+        backend: Backend::Echo,
+        mtls: false,
+        resume: false,
+        concurrency: 64,
+        tunnels,
+        kind: FigureKind::MemoryPerTunnel,
+    };
+    vec![
+        handshake(
+            "handshake",
+            "full TLS 1.3 handshake + 16-byte echo + close",
+            false,
+            false,
+        ),
+        handshake(
+            "handshake-mtls",
+            "the same with a client certificate",
+            true,
+            false,
+        ),
+        handshake(
+            "resume",
+            "resumed handshake (ticket) + 16-byte echo + close",
+            false,
+            true,
+        ),
+        handshake(
+            "resume-mtls",
+            "resumed handshake with a client certificate",
+            true,
+            true,
+        ),
+        bulk("upload-1", "1 stream writing into a sink", true, 1),
+        bulk("upload-8", "8 streams writing into a sink", true, 8),
+        bulk("download-1", "1 stream reading from a source", false, 1),
+        bulk("download-8", "8 streams reading from a source", false, 8),
+        idle("idle-1000", "1,000 echo-checked tunnels held open", 1000),
+        idle("idle-9000", "9,000 echo-checked tunnels held open", 9000),
+        Scenario {
+            name: "rr-100",
+            what: "100 connections ping-ponging 64 bytes",
+            mode: "rr",
+            backend: Backend::Echo,
+            mtls: false,
+            resume: false,
+            concurrency: 100,
+            tunnels: 0,
+            kind: FigureKind::Requests,
+        },
+    ]
+}
+
+/// The scenarios `--quick` runs.
+pub const QUICK: &[&str] = &[
+    "handshake",
+    "resume",
+    "upload-1",
+    "download-1",
+    "idle-1000",
+    "rr-100",
+];
+
+/// One measured run, as parsed from the generator's `RESULT` line.
+#[derive(Debug, Clone, Default)]
+pub struct Measured {
+    pub values: HashMap<String, String>,
+}
+
+impl Measured {
+    /// Parses `RESULT key=value ...`.
+    pub fn parse(line: &str) -> Option<Measured> {
+        let rest = line.strip_prefix("RESULT ")?;
+        let values = rest
+            .split_whitespace()
+            .filter_map(|pair| pair.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Some(Measured { values })
+    }
+
+    /// A numeric value, 0 when missing.
+    pub fn num(&self, key: &str) -> f64 {
+        self.values
+            .get(key)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0)
+    }
+
+    pub fn text(&self, key: &str) -> Option<&str> {
+        self.values.get(key).map(String::as_str)
+    }
+
+    /// Target CPU use over the window, in percent of one CPU.
+    pub fn target_cpu_pct(&self) -> f64 {
+        pct(self.num("target_cpu"), self.num("secs"))
+    }
+
+    /// Generator plus backend CPU use (they share one CPU), in percent of one CPU.
+    pub fn generator_cpu_pct(&self) -> f64 {
+        pct(
+            self.num("gen_cpu") + self.num("backend_cpu"),
+            self.num("secs"),
+        )
+    }
+
+    /// The scenario's figure, in [`FigureKind::unit`].
+    pub fn figure(&self, kind: FigureKind) -> f64 {
+        let secs = self.num("secs");
+        match kind {
+            FigureKind::Handshakes | FigureKind::Requests => ratio(self.num("ops"), secs),
+            FigureKind::Megabytes => ratio(self.num("bytes") / 1e6, secs),
+            FigureKind::MemoryPerTunnel => self.num("bytes_per_tunnel") / 1024.0,
+        }
+    }
+
+    /// The figure per second of target CPU: the fair comparison when the generator is the
+    /// bottleneck. For memory it is the figure itself.
+    pub fn per_cpu(&self, kind: FigureKind) -> f64 {
+        let cpu = self.num("target_cpu");
+        match kind {
+            FigureKind::Handshakes | FigureKind::Requests => ratio(self.num("ops"), cpu),
+            FigureKind::Megabytes => ratio(self.num("bytes") / 1e6, cpu),
+            FigureKind::MemoryPerTunnel => self.figure(kind),
+        }
+    }
+}
+
+fn pct(part: f64, whole: f64) -> f64 {
+    ratio(part * 100.0, whole)
+}
+
+fn ratio(a: f64, b: f64) -> f64 {
+    if b > 0.0 {
+        a / b
+    } else {
+        0.0
+    }
+}

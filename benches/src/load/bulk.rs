@@ -1,0 +1,58 @@
+//! Bulk scenarios: `concurrency` TLS streams through the target, either writing into the
+//! sink backend (upload) or reading from the source backend (download) as fast as they can.
+//! The figure is plaintext bytes moved by the generator in the window.
+
+use std::sync::Arc;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::{measure, Args, Client, Counters, Mode, Report};
+use crate::Result;
+
+/// Size of each write or read buffer.
+const CHUNK: usize = 64 * 1024;
+
+pub async fn run(args: &Args, client: Client) -> Result<Report> {
+    let counters = Arc::new(Counters::default());
+    let upload = args.mode == Mode::Upload;
+    for _ in 0..args.concurrency {
+        let client = client.clone();
+        let counters = counters.clone();
+        tokio::spawn(async move {
+            let mut tls = match client.connect().await {
+                Ok(tls) => tls,
+                Err(e) => return counters.error("connect", e),
+            };
+            let result = if upload {
+                let buf = crate::backend::pattern(CHUNK);
+                loop {
+                    if let Err(e) = tls.write_all(&buf).await {
+                        break Err(e);
+                    }
+                    counters.add(&counters.bytes, CHUNK as u64);
+                }
+            } else {
+                let mut buf = vec![0u8; CHUNK];
+                loop {
+                    match tls.read(&mut buf).await {
+                        Ok(0) => break Ok(()),
+                        Ok(n) => counters.add(&counters.bytes, n as u64),
+                        Err(e) => break Err(e),
+                    }
+                }
+            };
+            if let Err(e) = result {
+                counters.error("stream", e);
+            } else if !counters.stopped() {
+                counters.error("stream", "target closed the stream");
+            }
+        });
+    }
+    let window = measure(args, &counters, None).await?;
+    counters
+        .stop
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut report = Report::from_window(&window, &counters);
+    report.put("streams", args.concurrency);
+    Ok(report)
+}

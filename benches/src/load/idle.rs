@@ -1,0 +1,116 @@
+//! Idle scenario: open `tunnels` tunnels (each echo-checked), hold them, and sample the
+//! target's resident memory; then echo-check every tunnel again to prove it is still there.
+//!
+//! The baseline is the target's RSS after one tunnel has come and gone (so lazily built
+//! state such as the TLS configuration is paid for); the figure is
+//! `(RSS with N tunnels − baseline) / N`.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::io::AsyncWriteExt;
+
+use super::handshake::{echo_check, PING};
+use super::{Args, Client, Counters, Report, Window};
+use crate::procfs::{rss_kib, CpuSample};
+use crate::Result;
+
+/// How often the target's RSS is read while the tunnels are held.
+const SAMPLE_EVERY: Duration = Duration::from_millis(200);
+
+pub async fn run(args: &Args, client: Client) -> Result<Report> {
+    let counters = Arc::new(Counters::default());
+
+    let mut warm = client
+        .connect()
+        .await
+        .map_err(|e| format!("first connection to the target failed: {e}"))?;
+    echo_check(&mut warm, PING)
+        .await
+        .map_err(|e| format!("first echo through the target failed: {e}"))?;
+    let _ = warm.shutdown().await;
+    drop(warm);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let base_kib = rss_kib(args.target_pid)?;
+
+    // Open the tunnels from `concurrency` tasks, each opening its share in turn.
+    let opening = Instant::now();
+    let mut tasks = Vec::new();
+    for i in 0..args.concurrency {
+        let share =
+            args.tunnels / args.concurrency + usize::from(i < args.tunnels % args.concurrency);
+        let client = client.clone();
+        let counters = counters.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut held = Vec::with_capacity(share);
+            for _ in 0..share {
+                match client.connect().await {
+                    Ok(mut tls) => match echo_check(&mut tls, PING).await {
+                        Ok(()) => held.push(tls),
+                        Err(e) => counters.error("echo", e),
+                    },
+                    Err(e) => counters.error("connect", e),
+                }
+            }
+            held
+        }));
+    }
+    let mut held = Vec::with_capacity(args.tunnels);
+    for task in tasks {
+        held.extend(
+            task.await
+                .map_err(|e| format!("an opening task failed: {e}"))?,
+        );
+    }
+    let open_secs = opening.elapsed().as_secs_f64();
+
+    // Let the target settle, then sample while nothing happens.
+    tokio::time::sleep(args.warmup).await;
+    let cpu0 = CpuSample::take(args.target_pid, args.backend_pid)?;
+    let t0 = Instant::now();
+    let mut samples = Vec::new();
+    while t0.elapsed() < args.duration {
+        samples.push(rss_kib(args.target_pid)?);
+        tokio::time::sleep(SAMPLE_EVERY).await;
+    }
+    samples.push(rss_kib(args.target_pid)?);
+    let cpu1 = CpuSample::take(args.target_pid, args.backend_pid)?;
+    let secs = t0.elapsed().as_secs_f64();
+    samples.sort_unstable();
+    let median_kib = samples[samples.len() / 2];
+    let max_kib = samples[samples.len() - 1];
+
+    let mut alive = 0usize;
+    for tls in held.iter_mut() {
+        if echo_check(tls, PING).await.is_ok() {
+            alive += 1;
+        }
+    }
+
+    let window = Window {
+        secs,
+        ops: held.len() as u64,
+        resumed: 0,
+        bytes: 0,
+        errors: counters.errors.load(std::sync::atomic::Ordering::Relaxed),
+        cpu: CpuSample {
+            target: cpu1.target - cpu0.target,
+            generator: cpu1.generator - cpu0.generator,
+            backend: cpu1.backend - cpu0.backend,
+        },
+    };
+    let mut report = Report::from_window(&window, &counters);
+    let per_tunnel = if held.is_empty() {
+        0.0
+    } else {
+        median_kib.saturating_sub(base_kib) as f64 * 1024.0 / held.len() as f64
+    };
+    report.put("tunnels", held.len());
+    report.put("alive", alive);
+    report.put("open_secs", format!("{open_secs:.3}"));
+    report.put("rss_base_kib", base_kib);
+    report.put("rss_kib", median_kib);
+    report.put("rss_max_kib", max_kib);
+    report.put("bytes_per_tunnel", format!("{per_tunnel:.0}"));
+    Ok(report)
+}
