@@ -27,6 +27,7 @@ use slab::Slab;
 
 use crate::config::{Limits, Timeouts};
 use crate::endpoint::Socket;
+use crate::limits::LogLimiter;
 use crate::route::Route;
 use crate::timer::Timers;
 use crate::tls::BUFFER_LIMIT;
@@ -41,6 +42,9 @@ const ACCEPT_BUDGET: usize = 64;
 /// How long to stop accepting after an accept error such as EMFILE: long enough for
 /// tunnels to end and free descriptors, short enough that clients barely notice.
 const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
+
+/// At most one line per this interval for each kind of repeated warning.
+const WARNING_INTERVAL: Duration = Duration::from_secs(10);
 
 /// Events taken from the kernel per `poll` call.
 const EVENT_CAPACITY: usize = 1024;
@@ -98,6 +102,7 @@ pub struct EventLoop {
     next_id: u64,
     accept_paused_until: Option<Instant>,
     at_cap: bool,
+    accept_warnings: LogLimiter,
     shutdown_deadline: Option<Instant>,
 }
 
@@ -139,6 +144,7 @@ impl EventLoop {
             next_id: 0,
             accept_paused_until: None,
             at_cap: false,
+            accept_warnings: LogLimiter::new(WARNING_INTERVAL),
             shutdown_deadline: None,
         })
     }
@@ -247,10 +253,13 @@ impl EventLoop {
                         ) => {}
                     Err(e) => {
                         // EMFILE, ENFILE, ENOBUFS, ENOMEM: retrying at once would spin.
-                        log::warn!(
-                            "accept failed: {}; pausing accepts for {ACCEPT_PAUSE:?}",
-                            crate::error::plain_io(&e)
-                        );
+                        if let Some(held_back) = self.accept_warnings.allow(now) {
+                            log::warn!(
+                                "accept failed: {}; pausing accepts for {ACCEPT_PAUSE:?} \
+                                 ({held_back} more since the last such line)",
+                                crate::error::plain_io(&e)
+                            );
+                        }
                         self.accept_paused_until = Some(now + ACCEPT_PAUSE);
                         return;
                     }

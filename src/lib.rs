@@ -25,6 +25,7 @@ pub mod demo;
 pub mod endpoint;
 pub mod error;
 pub mod event_loop;
+pub mod limits;
 pub mod listener;
 pub mod logger;
 pub mod route;

@@ -57,3 +57,41 @@ fn at_the_cap_new_clients_wait_and_are_served_once_a_tunnel_ends() {
     moat.wait_for("below the connection cap again");
     assert_eq!(backend.accepted(), 3);
 }
+
+/// Out of descriptors, moat pauses accepting instead of spinning on EMFILE, and serves
+/// again by itself once descriptors are free.
+#[test]
+fn running_out_of_descriptors_pauses_accepting_without_spinning() {
+    let pki = Pki::new();
+    let backend = Backend::echo();
+    let argv = pki.server_args(&backend.target()).join(" ");
+    // `ulimit -n` sets the hard limit too, so moat cannot raise it back.
+    let moat = Moat::start(&[
+        "--sh",
+        &format!(
+            "ulimit -n 40 && exec {} {argv} --max-conns 100",
+            env!("CARGO_BIN_EXE_moat")
+        ),
+    ]);
+    let addr = moat.addr();
+    moat.wait_for("--max-conns 100 needs about");
+
+    // More silent connections than moat has descriptors: the rest wait in the backlog.
+    let hogs: Vec<_> = (0..60).map(|_| common::connect(addr)).collect();
+    moat.wait_for("accept failed: Too many open files; pausing accepts");
+    let ticks_before = moat.cpu_ticks();
+    thread::sleep(std::time::Duration::from_secs(2));
+    let used = moat.cpu_ticks() - ticks_before;
+    // A loop spinning on accept would burn ~200 ticks (2 s at 100 Hz) here.
+    assert!(
+        used < 40,
+        "moat used {used} clock ticks in 2 s while out of descriptors"
+    );
+
+    drop(hogs);
+    let config = client_config(&pki, Some("client"));
+    assert_eq!(
+        tls_echo(addr, config, b"served again").unwrap(),
+        b"served again"
+    );
+}
