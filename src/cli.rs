@@ -26,12 +26,14 @@ const USAGE: &str = "\
 moat: a TLS tunnel with mutual authentication.
 
 Usage:
-  moat server --listen ADDR --target ADDR --cert FILE --key FILE (--client-ca FILE | --no-client-auth)
-  moat client --listen ADDR --target HOST:PORT --ca FILE [--server-name NAME] [--cert FILE --key FILE]
+  moat server --listen ADDR --target ADDR... --cert FILE --key FILE (--client-ca FILE | --no-client-auth)
+  moat client --listen ADDR --target HOST:PORT... --ca FILE [--server-name NAME] [--cert FILE --key FILE]
   moat demo [--listen ADDR]
 
   server  accepts TLS on --listen and forwards plaintext to --target.
   client  accepts plaintext on --listen and forwards TLS to --target.
+          --target may be repeated: tunnels take the targets in turn, and a failed or
+          timed-out connect moves on to the next before the client is given up on.
   demo    runs an echo backend, a server tunnel in front of it and a client tunnel in front
           of that, with the development certificates built into moat; prints how to try it.
 
@@ -45,7 +47,7 @@ fn options() -> Options {
         "address to accept connections on (demo: first of three ports; default 127.0.0.1:7000)",
         "ADDR",
     );
-    o.optopt(
+    o.optmulti(
         "",
         "target",
         "where to forward: server mode IP:PORT, client mode HOST:PORT",
@@ -85,6 +87,18 @@ fn options() -> Options {
         "",
         "max-conns",
         "most tunnels at once; at the cap moat stops accepting (default: descriptor limit / 2)",
+        "N",
+    );
+    o.optopt(
+        "",
+        "max-conns-per-ip",
+        "most tunnels at once from one source address; more are closed at accept (default: no limit)",
+        "N",
+    );
+    o.optopt(
+        "",
+        "max-handshakes",
+        "most TLS handshakes in flight; at the budget the longest-running one makes room (default 1024)",
         "N",
     );
     o.optopt(
@@ -190,7 +204,10 @@ fn server_mode(m: &Matches) -> Result<ServerMode, StartError> {
     };
     Ok(ServerMode {
         listen: addr(m, "--listen", "server")?,
-        target: addr(m, "--target", "server")?,
+        targets: targets(m, "server")?
+            .iter()
+            .map(|t| parse_socket_addr("--target", t))
+            .collect::<Result<_, _>>()?,
         cert: required(m, "cert", "server")?.into(),
         key: required(m, "key", "server")?.into(),
         client_auth,
@@ -199,8 +216,10 @@ fn server_mode(m: &Matches) -> Result<ServerMode, StartError> {
 
 fn client_mode(m: &Matches) -> Result<ClientMode, StartError> {
     reject(m, "client", &["client-ca", "no-client-auth"])?;
-    let target = required(m, "target", "client")?;
-    split_host_port("--target", &target)?;
+    let targets = targets(m, "client")?;
+    for target in &targets {
+        split_host_port("--target", target)?;
+    }
     let identity = match (m.opt_str("cert"), m.opt_str("key")) {
         (Some(cert), Some(key)) => Some(Identity {
             cert: cert.into(),
@@ -215,7 +234,7 @@ fn client_mode(m: &Matches) -> Result<ClientMode, StartError> {
     };
     Ok(ClientMode {
         listen: addr(m, "--listen", "client")?,
-        target,
+        targets,
         ca: PathBuf::from(required(m, "ca", "client")?),
         server_name: m.opt_str("server-name"),
         identity,
@@ -267,19 +286,31 @@ fn timeouts(m: &Matches) -> Result<Timeouts, StartError> {
 
 fn limits(m: &Matches, descriptor_limit: u64) -> Result<Limits, StartError> {
     let max_conns = match m.opt_str("max-conns") {
-        Some(text) => match text.parse::<usize>() {
-            Ok(n) if n > 0 => n,
-            _ => {
-                return Err(StartError::invalid(
-                    "--max-conns",
-                    &text,
-                    "expected a whole number above 0",
-                ))
-            }
-        },
+        Some(text) => count("--max-conns", &text)?,
         None => Limits::default_max_conns(descriptor_limit),
     };
-    Ok(Limits { max_conns })
+    Ok(Limits {
+        max_conns,
+        max_conns_per_ip: m
+            .opt_str("max-conns-per-ip")
+            .map(|t| count("--max-conns-per-ip", &t))
+            .transpose()?,
+        max_handshakes: match m.opt_str("max-handshakes") {
+            Some(text) => count("--max-handshakes", &text)?,
+            None => Limits::DEFAULT_MAX_HANDSHAKES,
+        },
+    })
+}
+
+fn count(flag: &'static str, text: &str) -> Result<usize, StartError> {
+    match text.parse::<usize>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(StartError::invalid(
+            flag,
+            text,
+            "expected a whole number above 0",
+        )),
+    }
 }
 
 fn log_level(m: &Matches) -> Result<log::LevelFilter, StartError> {
@@ -296,6 +327,14 @@ fn log_level(m: &Matches) -> Result<log::LevelFilter, StartError> {
             "expected error, warn, info, debug or trace",
         )),
     }
+}
+
+fn targets(m: &Matches, mode: &str) -> Result<Vec<String>, StartError> {
+    let targets = m.opt_strs("target");
+    if targets.is_empty() {
+        return Err(StartError::Usage(format!("{mode} mode needs --target")));
+    }
+    Ok(targets)
 }
 
 fn required(m: &Matches, name: &str, mode: &str) -> Result<String, StartError> {
@@ -357,7 +396,7 @@ mod tests {
         let Mode::Client(client) = config.mode else {
             panic!()
         };
-        assert_eq!(client.target, "db.example:6379");
+        assert_eq!(client.targets, ["db.example:6379"]);
         assert!(client.identity.is_none());
         assert!(run(&format!("{base} --cert c.pem")).is_err());
         assert!(run(&format!("{base} --cert c.pem --key k.pem")).is_ok());

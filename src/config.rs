@@ -38,8 +38,8 @@ pub enum Mode {
 pub struct ServerMode {
     /// Where to accept TLS connections.
     pub listen: SocketAddr,
-    /// The plaintext backend.
-    pub target: SocketAddr,
+    /// The plaintext backends, taken in turn; a failed connect moves on to the next.
+    pub targets: Vec<SocketAddr>,
     /// Certificate chain presented to clients (`--cert`).
     pub cert: PathBuf,
     /// Private key of that certificate (`--key`).
@@ -65,11 +65,11 @@ pub enum ClientAuth {
 pub struct ClientMode {
     /// Where to accept plaintext connections.
     pub listen: SocketAddr,
-    /// The TLS server, as `HOST:PORT`; resolved once at start-up.
-    pub target: String,
+    /// The TLS servers, as `HOST:PORT`, taken in turn; each is resolved once at start-up.
+    pub targets: Vec<String>,
     /// CA bundle that the server's certificate must chain to (`--ca`).
     pub ca: PathBuf,
-    /// Name checked in the server's certificate; default: the host part of `target`.
+    /// Name checked in the server's certificate; default: the host part of the first target.
     pub server_name: Option<String>,
     /// Client certificate and key to present, if any.
     pub identity: Option<Identity>,
@@ -124,9 +124,17 @@ impl Default for Timeouts {
 pub struct Limits {
     /// Most tunnels open at once; at the cap moat stops accepting.
     pub max_conns: usize,
+    /// Most tunnels open at once from one source address; more are closed at accept.
+    pub max_conns_per_ip: Option<usize>,
+    /// Most TLS handshakes in flight; at the budget the stalest one makes room.
+    pub max_handshakes: usize,
 }
 
 impl Limits {
+    /// The default `--max-handshakes`: enough for bursts of real clients, small enough that
+    /// half-open handshakes cannot hold much memory.
+    pub const DEFAULT_MAX_HANDSHAKES: usize = 1024;
+
     /// The default cap: what the descriptor limit allows at two descriptors per tunnel,
     /// minus headroom for listeners, the poll instance and logging.
     pub fn default_max_conns(descriptor_limit: u64) -> usize {

@@ -6,12 +6,12 @@
 //! 2. **dispatch** events: mark sockets ready and queue their tunnels, note listeners and signals;
 //! 3. **accept** new connections, within the connection cap and a per-turn budget;
 //! 4. **drive** each queued tunnel once, up to its byte budget ([`crate::tunnel::TURN_BUDGET`]);
-//! 5. **expire** deadlines from the heads of the timer lists;
-//! 6. **remove** the tunnels that ended, and log each one.
+//! 5. **expire** deadlines from the heads of the timer lists.
 //!
-//! Removal comes last so that a slab key is never reused while events for its old sockets
-//! are still being handled. Nothing in a turn looks at a tunnel that has no event, no
-//! deadline due and no leftover work.
+//! A tunnel that ends is removed at once (`EventLoop::end_tunnel`): by then every event
+//! of the turn has been dispatched into readiness flags, and the ready queue names tunnels
+//! by `(key, id)`, so a reused slab key is never mistaken for its previous tunnel. Nothing in
+//! a turn looks at a tunnel that has no event, no deadline due and no leftover work.
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -27,9 +27,9 @@ use slab::Slab;
 
 use crate::config::{Limits, Timeouts};
 use crate::endpoint::Socket;
-use crate::limits::LogLimiter;
+use crate::limits::{handshake_room, HandshakeRoom, LogLimiter, PerIpCount};
 use crate::route::Route;
-use crate::timer::Timers;
+use crate::timer::{TimerClass, Timers};
 use crate::tls::BUFFER_LIMIT;
 use crate::tunnel::{Ctx, EndReason, Side, Tunnel};
 
@@ -93,8 +93,6 @@ pub struct EventLoop {
     timers: Timers,
     /// Tunnels with readiness or leftover work, with their id (a key may be reused).
     ready: VecDeque<(usize, u64)>,
-    /// Tunnels that ended this turn, removed at its end.
-    ended: Vec<(usize, EndReason)>,
     /// Transit space for plaintext on its way from a plain socket into rustls.
     scratch: Box<[u8]>,
     limits: Limits,
@@ -103,6 +101,9 @@ pub struct EventLoop {
     accept_paused_until: Option<Instant>,
     at_cap: bool,
     accept_warnings: LogLimiter,
+    per_ip: PerIpCount,
+    evicted: u64,
+    eviction_warnings: LogLimiter,
     shutdown_deadline: Option<Instant>,
 }
 
@@ -137,7 +138,6 @@ impl EventLoop {
             tunnels: Slab::new(),
             timers: Timers::new(&timeouts),
             ready: VecDeque::new(),
-            ended: Vec::new(),
             scratch: vec![0; BUFFER_LIMIT].into_boxed_slice(),
             limits,
             timeouts,
@@ -145,6 +145,9 @@ impl EventLoop {
             accept_paused_until: None,
             at_cap: false,
             accept_warnings: LogLimiter::new(WARNING_INTERVAL),
+            per_ip: PerIpCount::new(limits.max_conns_per_ip),
+            evicted: 0,
+            eviction_warnings: LogLimiter::new(WARNING_INTERVAL),
             shutdown_deadline: None,
         })
     }
@@ -168,7 +171,6 @@ impl EventLoop {
             self.accept(now);
             self.drive_ready(now);
             self.expire(now);
-            self.remove_ended(now);
             if self.shutdown_is_over(now) {
                 return Ok(());
             }
@@ -180,9 +182,14 @@ impl EventLoop {
         if !self.ready.is_empty() || self.can_accept(now) {
             return Some(Duration::ZERO);
         }
+        let handshakes_free_at = match self.handshake_room(now) {
+            HandshakeRoom::FullUntil(at) if self.services.iter().any(|s| s.acceptable) => Some(at),
+            _ => None,
+        };
         [
             self.timers.next_deadline(),
             self.accept_paused_until,
+            handshakes_free_at,
             self.shutdown_deadline,
         ]
         .into_iter()
@@ -220,6 +227,7 @@ impl EventLoop {
     fn can_accept(&self, now: Instant) -> bool {
         self.tunnels.len() < self.limits.max_conns
             && self.accept_paused_until.is_none_or(|until| now >= until)
+            && !matches!(self.handshake_room(now), HandshakeRoom::FullUntil(_))
             && self
                 .services
                 .iter()
@@ -237,11 +245,23 @@ impl EventLoop {
                 if !self.services[index].acceptable || !self.below_cap() {
                     break;
                 }
+                let room = self.handshake_room(now);
+                if let HandshakeRoom::FullUntil(_) = room {
+                    return;
+                }
                 let Some(listener) = self.services[index].listener.as_ref() else {
                     break;
                 };
                 match listener.accept() {
-                    Ok((stream, peer)) => self.open_tunnel(index, stream, peer, now),
+                    Ok((stream, peer)) => {
+                        if !self.per_ip.admit(peer.ip(), now) {
+                            continue; // dropping the stream closes it
+                        }
+                        if let HandshakeRoom::Evict(key) = room {
+                            self.evict(key, now);
+                        }
+                        self.open_tunnel(index, stream, peer, now);
+                    }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                         self.services[index].acceptable = false
                     }
@@ -266,6 +286,32 @@ impl EventLoop {
                 }
             }
         }
+    }
+
+    /// What the handshake budget allows: the handshakes in flight are the tunnels under the
+    /// handshake deadline, and the oldest of them heads that list.
+    fn handshake_room(&self, now: Instant) -> HandshakeRoom {
+        let class = TimerClass::Handshake;
+        handshake_room(
+            self.limits.max_handshakes,
+            self.timers.count(class),
+            self.timers.oldest(class),
+            now,
+        )
+    }
+
+    /// Ends the oldest handshake to make room for a newcomer (slowloris defence).
+    fn evict(&mut self, key: usize, now: Instant) {
+        self.evicted += 1;
+        if let Some(held_back) = self.eviction_warnings.allow(now) {
+            log::warn!(
+                "handshake budget full ({} in flight, --max-handshakes): evicting the oldest; \
+                 {} evicted so far, {held_back} since the last such line",
+                self.limits.max_handshakes,
+                self.evicted
+            );
+        }
+        self.end_tunnel(key, EndReason::Evicted, now);
     }
 
     /// Whether another tunnel fits under `--max-conns`; logs when the cap is reached or left.
@@ -343,8 +389,8 @@ impl EventLoop {
             };
             match tunnel.drive(&mut ctx) {
                 Ok(_) if tunnel.is_finished() => {
-                    self.timers.remove(key);
-                    self.ended.push((key, tunnel.clean_end()));
+                    let reason = tunnel.clean_end();
+                    self.end_tunnel(key, reason, now);
                 }
                 Ok(step) => {
                     let class = tunnel.timer_class();
@@ -358,27 +404,45 @@ impl EventLoop {
                         self.ready.push_back((key, id));
                     }
                 }
-                Err(reason) => {
-                    self.timers.remove(key);
-                    self.ended.push((key, reason));
-                }
+                Err(reason) => self.end_tunnel(key, reason, now),
             }
         }
     }
 
+    /// Ends the tunnels whose deadline has passed; a connect that timed out first tries the
+    /// next target, if the route has one left.
     fn expire(&mut self, now: Instant) {
         while let Some((key, class)) = self.timers.pop_expired(now) {
-            self.ended.push((key, EndReason::Timeout(class)));
+            let Some(tunnel) = self.tunnels.get_mut(key) else {
+                continue;
+            };
+            if class == TimerClass::Connect {
+                let ctx = Ctx {
+                    registry: self.poll.registry(),
+                    key,
+                    route: &self.services[tunnel.route].route,
+                    scratch: &mut self.scratch,
+                };
+                if tunnel.connect_timed_out(&ctx).is_ok() {
+                    self.timers.set(key, TimerClass::Connect, now);
+                    continue;
+                }
+            }
+            self.end_tunnel(key, EndReason::Timeout(class), now);
         }
     }
 
-    /// Closes the tunnels that ended this turn: dropping a socket closes it, and closing
-    /// removes it from the poll.
-    fn remove_ended(&mut self, now: Instant) {
-        for (key, reason) in self.ended.drain(..) {
-            if let Some(tunnel) = self.tunnels.try_remove(key) {
-                tunnel.log_end(&self.services[tunnel.route].route, &reason, now);
-            }
+    /// Closes a tunnel and logs its line. Dropping its sockets closes them, which also takes
+    /// them out of the poll.
+    ///
+    /// This is safe at any point after the turn's events were dispatched: those events live
+    /// on as readiness flags, and the ready queue holds `(key, id)` pairs, so a reused slab
+    /// key is never mistaken for the tunnel that had it before.
+    fn end_tunnel(&mut self, key: usize, reason: EndReason, now: Instant) {
+        self.timers.remove(key);
+        if let Some(tunnel) = self.tunnels.try_remove(key) {
+            self.per_ip.release(tunnel.peer.ip());
+            tunnel.log_end(&self.services[tunnel.route].route, &reason, now);
         }
     }
 

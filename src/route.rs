@@ -53,6 +53,14 @@ impl Target {
         }
     }
 
+    /// How many addresses there are to try.
+    pub fn addr_count(&self) -> usize {
+        match self {
+            Self::Tcp { addrs, .. } => addrs.len(),
+            Self::Mirror => 0,
+        }
+    }
+
     /// The address the next connection should dial.
     pub fn next_addr(&self) -> Option<SocketAddr> {
         let Self::Tcp { addrs, next, .. } = self else {

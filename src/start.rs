@@ -36,9 +36,10 @@ fn server_service(server: &ServerMode) -> Result<Service, StartError> {
     let route = Route {
         name: "server",
         accept_tls: Some(tls),
-        target: Target::tcp(vec![server.target], None),
+        target: Target::tcp(server.targets.clone(), None),
     };
-    listen(server.listen, route, &server.target.to_string())
+    let shown: Vec<String> = server.targets.iter().map(ToString::to_string).collect();
+    listen(server.listen, route, &shown.join(", "))
 }
 
 fn client_service(client: &ClientMode) -> Result<Service, StartError> {
@@ -48,12 +49,20 @@ fn client_service(client: &ClientMode) -> Result<Service, StartError> {
         None => None,
     };
     let config = tls::client_config(&ca, identity.as_ref().map(|(c, k)| (c, k)))?;
-    let (host, _) = crate::config::split_host_port("--target", &client.target)?;
+    let first = client
+        .targets
+        .first()
+        .map(String::as_str)
+        .unwrap_or_default();
+    let (host, _) = crate::config::split_host_port("--target", first)?;
     let server_name = match &client.server_name {
         Some(name) => tls::server_name("--server-name", name)?,
         None => tls::server_name("--target", &host)?,
     };
-    let addrs = resolve("--target", &client.target)?;
+    let mut addrs = Vec::new();
+    for target in &client.targets {
+        addrs.extend(resolve("--target", target)?);
+    }
     let route = Route {
         name: "client",
         accept_tls: None,
@@ -65,7 +74,7 @@ fn client_service(client: &ClientMode) -> Result<Service, StartError> {
             }),
         ),
     };
-    listen(client.listen, route, &client.target)
+    listen(client.listen, route, &client.targets.join(", "))
 }
 
 /// Resolves `HOST:PORT` once, at start-up: the loop never waits on DNS.

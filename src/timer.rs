@@ -73,6 +73,7 @@ struct List {
 pub struct Timers {
     durations: [Duration; 4],
     lists: [List; 4],
+    counts: [usize; 4],
     nodes: Vec<Node>,
 }
 
@@ -90,6 +91,7 @@ impl Timers {
                 head: NIL,
                 tail: NIL,
             }; 4],
+            counts: [0; 4],
             nodes: Vec::new(),
         }
     }
@@ -127,6 +129,18 @@ impl Timers {
         if let Some(class) = self.class_of(key) {
             self.unlink(key, class);
         }
+    }
+
+    /// How many tunnels are in `class`.
+    pub fn count(&self, class: TimerClass) -> usize {
+        self.counts[class.index()]
+    }
+
+    /// The tunnel that entered `class` first (or, in a sliding class, was active least
+    /// recently), and since when.
+    pub fn oldest(&self, class: TimerClass) -> Option<(usize, Instant)> {
+        let key = self.lists[class.index()].head;
+        self.nodes.get(key).map(|node| (key, node.since))
     }
 
     /// The earliest deadline of all, if any tunnel has one.
@@ -167,6 +181,7 @@ impl Timers {
             prev: old_tail,
             next: NIL,
         };
+        self.counts[class.index()] += 1;
     }
 
     fn unlink(&mut self, key: usize, class: TimerClass) {
@@ -188,6 +203,7 @@ impl Timers {
             next: NIL,
             ..self.nodes[key]
         };
+        self.counts[class.index()] -= 1;
     }
 }
 
@@ -257,6 +273,16 @@ mod tests {
         t.set(0, TimerClass::Idle, t0);
         assert_eq!(t.class_of(0), Some(TimerClass::Idle));
         assert_eq!(t.class_of(1), None);
+        assert_eq!(
+            (t.count(TimerClass::Close), t.count(TimerClass::Idle)),
+            (1, 1)
+        );
+        assert_eq!(t.oldest(TimerClass::Close), Some((2, t0)));
+        assert_eq!(
+            (t.count(TimerClass::Close), t.count(TimerClass::Idle)),
+            (1, 1)
+        );
+        assert_eq!(t.oldest(TimerClass::Close), Some((2, t0)));
         let end = t0 + Duration::from_secs(100);
         let popped: Vec<_> = std::iter::from_fn(|| t.pop_expired(end)).collect();
         assert_eq!(popped.len(), 2);

@@ -75,6 +75,8 @@ pub enum EndReason {
     Timeout(TimerClass),
     /// moat was shutting down and the shutdown timeout passed.
     Shutdown,
+    /// The handshake budget was full and this was the longest-running handshake.
+    Evicted,
     /// The TLS session failed (bad or missing certificate, protocol error, alert).
     Tls(Side, rustls::Error),
     /// TCP EOF in the middle of a TLS handshake.
@@ -94,6 +96,9 @@ impl fmt::Display for EndReason {
             }
             Self::Timeout(class) => write!(f, "{} timeout", class.name()),
             Self::Shutdown => f.write_str("shutdown"),
+            Self::Evicted => {
+                f.write_str("evicted: handshake budget full and this handshake the oldest")
+            }
             Self::Tls(side, e) => write!(f, "tls error with {side}: {e}"),
             Self::HandshakeEof(side) => write!(f, "{side} closed during the TLS handshake"),
             Self::Connect(e) => {
@@ -161,6 +166,8 @@ pub struct Tunnel {
     to_target: Direction,
     to_client: Direction,
     subject: Option<String>,
+    /// Connect attempts so far (failover stops once every target address was tried).
+    dials: usize,
 }
 
 impl Tunnel {
@@ -196,6 +203,7 @@ impl Tunnel {
             to_target: Direction::default(),
             to_client: Direction::default(),
             subject: None,
+            dials: 0,
         })
     }
 
@@ -245,10 +253,20 @@ impl Tunnel {
             self.client_authenticated();
         }
         if let Upstream::NotDialled = self.up {
-            self.up = dial(ctx)?;
+            self.dial(ctx, None)?;
             progressed = true;
         }
-        progressed |= self.finish_connect(ctx.route)?;
+        match self.finish_connect(ctx.route) {
+            Ok(connected) => progressed |= connected,
+            Err(EndReason::Connect(e)) => {
+                self.dial(ctx, Some(EndReason::Connect(e)))?;
+                return Ok(Step {
+                    progressed: true,
+                    again: false,
+                });
+            }
+            Err(other) => return Err(other),
+        }
         let Upstream::Open(up) = &mut self.up else {
             return Ok(Step {
                 progressed,
@@ -319,6 +337,32 @@ impl Tunnel {
             }
             if !moved {
                 return Ok((progressed, false));
+            }
+        }
+    }
+
+    /// The connect deadline passed: try the next target, if one is left untried.
+    pub fn connect_timed_out(&mut self, ctx: &Ctx<'_>) -> Result<(), EndReason> {
+        self.dial(ctx, Some(EndReason::Timeout(TimerClass::Connect)))
+    }
+
+    /// Starts a connect to the route's next target. After a failed attempt (`failed`), moves
+    /// on until every target address has been tried once, then gives up with the failure.
+    fn dial(&mut self, ctx: &Ctx<'_>, mut failed: Option<EndReason>) -> Result<(), EndReason> {
+        loop {
+            if let Some(reason) = failed.take() {
+                if self.dials >= ctx.route.target.addr_count() {
+                    return Err(reason);
+                }
+                log::debug!("tunnel {}: {reason}; trying the next target", self.id);
+            }
+            self.dials += 1;
+            match dial(ctx) {
+                Ok(upstream) => {
+                    self.up = upstream;
+                    return Ok(());
+                }
+                Err(reason) => failed = Some(reason),
             }
         }
     }
