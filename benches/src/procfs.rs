@@ -79,12 +79,76 @@ pub fn raise_open_file_limit() -> Result<u64> {
     Ok(limit.rlim_cur)
 }
 
-/// A snapshot of CPU time for a set of processes, used to measure a window.
+/// Time one CPU spent, in clock ticks, from a `cpuN` line of `/proc/stat`.
 #[derive(Debug, Clone, Copy, Default)]
+pub struct CpuTicks {
+    /// Everything but idle and iowait.
+    pub busy: u64,
+    /// Interrupt and softirq time: on loopback much of the TCP receive path runs here,
+    /// and no process is charged for it.
+    pub irq: u64,
+    pub total: u64,
+}
+
+impl CpuTicks {
+    /// Busy share of `self - earlier`, in percent.
+    pub fn busy_pct_since(&self, earlier: &CpuTicks) -> f64 {
+        pct(self.busy - earlier.busy, self.total - earlier.total)
+    }
+
+    /// Interrupt and softirq share of `self - earlier`, in percent.
+    pub fn irq_pct_since(&self, earlier: &CpuTicks) -> f64 {
+        pct(self.irq - earlier.irq, self.total - earlier.total)
+    }
+}
+
+fn pct(part: u64, whole: u64) -> f64 {
+    if whole == 0 {
+        0.0
+    } else {
+        part as f64 * 100.0 / whole as f64
+    }
+}
+
+/// Per-CPU times from `/proc/stat`, indexed by CPU number.
+pub fn cpu_ticks() -> Result<Vec<CpuTicks>> {
+    let stat =
+        fs::read_to_string("/proc/stat").map_err(|e| format!("cannot read /proc/stat: {e}"))?;
+    let mut cpus = Vec::new();
+    for line in stat.lines() {
+        let Some(rest) = line.strip_prefix("cpu") else {
+            continue;
+        };
+        if !rest.starts_with(|c: char| c.is_ascii_digit()) {
+            continue; // the all-CPU summary line
+        }
+        // cpuN user nice system idle iowait irq softirq steal ...
+        let v: Vec<u64> = rest
+            .split_whitespace()
+            .skip(1)
+            .take(8)
+            .map(|f| f.parse().unwrap_or(0))
+            .collect();
+        if v.len() < 8 {
+            return Err("/proc/stat: unexpected format".into());
+        }
+        let total: u64 = v.iter().sum();
+        cpus.push(CpuTicks {
+            busy: total - v[3] - v[4],
+            irq: v[5] + v[6],
+            total,
+        });
+    }
+    Ok(cpus)
+}
+
+/// A snapshot of CPU time for a set of processes and for each CPU, used to measure a window.
+#[derive(Debug, Clone, Default)]
 pub struct CpuSample {
     pub target: Duration,
     pub generator: Duration,
     pub backend: Duration,
+    pub cpus: Vec<CpuTicks>,
 }
 
 impl CpuSample {
@@ -97,6 +161,7 @@ impl CpuSample {
                 Some(pid) => cpu_time(pid)?,
                 None => Duration::ZERO,
             },
+            cpus: cpu_ticks()?,
         })
     }
 }

@@ -177,9 +177,9 @@ fn parse(argv: &[String]) -> Result<Option<Options>> {
         scenarios,
         targets,
         targets_explicit,
-        warmup: seconds("warmup", if quick { 0.3 } else { 1.0 })?,
-        duration: seconds("duration", if quick { 1.0 } else { 5.0 })?,
-        rounds: number("rounds", 1)?.max(1),
+        warmup: seconds("warmup", if quick { 0.3 } else { 0.5 })?,
+        duration: seconds("duration", if quick { 1.0 } else { 3.0 })?,
+        rounds: number("rounds", if quick { 1 } else { 3 })?.max(1),
         out: m.opt_str("out").map_or(default_out, PathBuf::from),
         moat: m.opt_str("moat").map(PathBuf::from),
         tokio: m.opt_str("tokio").map(PathBuf::from),
@@ -234,14 +234,25 @@ fn measure_all(
     logs: &std::path::Path,
 ) -> Result<Vec<Row>> {
     let backend = BackendProcess::start(&logs.join("backend.log"))?;
-    let total = options.scenarios.len() * options.rounds * targets.len();
+    let total: usize = options
+        .scenarios
+        .iter()
+        .map(|s| if s.tunnels > 0 { 1 } else { options.rounds })
+        .sum::<usize>()
+        * targets.len();
     let started = Instant::now();
     let mut done = 0;
     let mut rows = Vec::new();
     for scenario in &options.scenarios {
         let mut runs: Vec<(Kind, Vec<Measured>, Option<String>)> =
             targets.iter().map(|t| (t.kind, Vec::new(), None)).collect();
-        for round in 0..options.rounds {
+        // Memory per tunnel barely moves between runs; one round of it is enough.
+        let rounds = if scenario.tunnels > 0 {
+            1
+        } else {
+            options.rounds
+        };
+        for round in 0..rounds {
             for i in 0..targets.len() {
                 // Rotate the order each round so no target always goes first.
                 let index = (i + round) % targets.len();
@@ -257,10 +268,12 @@ fn measure_all(
                     Ok(m) => {
                         let kind = scenario.kind;
                         eprintln!(
-                            "{} {}, target CPU {:.0}%",
+                            "{} {}, target CPU {:.0}%, CPU0/CPU1 busy {:.0}/{:.0}%",
                             report::fmt_num(m.figure(kind)),
                             kind.unit(),
-                            m.target_cpu_pct()
+                            m.target_cpu_pct(),
+                            m.cpu_busy_pct(0),
+                            m.cpu_busy_pct(1)
                         );
                         runs[index].1.push(m);
                     }
@@ -413,7 +426,7 @@ fn write_results(options: &Options, rows: &[Row], machine: &[String]) -> Result<
         md.push_str(&format!("- {line}\n"));
     }
     md.push_str(&format!(
-        "- targets pinned to CPU 0, load generator and backend to CPU 1; warm-up {:?}, window {:?}, {} round(s) (median kept)\n\n",
+        "- targets pinned to CPU 0, load generator and backend to CPU 1; warm-up {:?}, window {:?}, {} round(s) (median kept; idle scenarios 1)\n\n",
         options.warmup, options.duration, options.rounds
     ));
     md.push_str(&report::markdown_table(rows));
@@ -422,8 +435,12 @@ fn write_results(options: &Options, rows: &[Row], machine: &[String]) -> Result<
         md.push_str(&format!("- `{}`: {}\n", s.name, s.what));
     }
     md.push_str(
-        "\n`bound` says which side saturated: `target` when the target used ≥ 90% of its CPU, \
-         `generator` when the generator and backend together used ≥ 90% of theirs. When the \
+        "\n`target CPU` is the target process's user + system time over the window (from \
+         `/proc/PID/stat`), as a share of one CPU; `per target-CPU-s` divides the figure by it. \
+         `CPU0/CPU1 busy` is the share of each CPU that was not idle, with its interrupt and \
+         softirq part in parentheses (on loopback much of the TCP path runs in softirq, charged \
+         to no process). `bound` says which side saturated: `target` when CPU 0 (or the target \
+         process) was ≥ 90% busy, `generator` when CPU 1 (generator and backend) was. When the \
          generator is the bottleneck, compare the per-target-CPU-second figures.\n",
     );
     fs::write(&md_path, md).map_err(|e| format!("cannot write {}: {e}", md_path.display()))?;

@@ -159,27 +159,31 @@ pub fn machine_description(peers: &[(&str, PathBuf)]) -> Vec<String> {
         "{cores} × {model}, {mem_gib:.0} GiB, Linux {}",
         kernel.trim()
     ));
-    if let Some(v) = first_line("rustc", &["--version"]) {
+    if let Some(v) = first_line("rustc", &["--version"], "rustc") {
         lines.push(v);
     }
-    if let Some(v) = first_line("git", &["log", "-1", "--format=moat commit %h (%cs)"]) {
+    if let Some(v) = first_line(
+        "git",
+        &["log", "-1", "--format=moat commit %h (%cs)"],
+        "moat",
+    ) {
         lines.push(v);
     }
     for (name, program) in peers {
-        let args: &[&str] = if *name == "stunnel" {
-            &["-version"]
+        let (args, prefix): (&[&str], &str) = if *name == "stunnel" {
+            (&["-version"], "stunnel ")
         } else {
-            &["-v"]
+            (&["-v"], "HAProxy version")
         };
-        if let Some(v) = first_line(&program.display().to_string(), args) {
+        if let Some(v) = first_line(&program.display().to_string(), args, prefix) {
             lines.push(v);
         }
     }
     lines
 }
 
-/// The first non-empty line a command prints on stdout or stderr.
-fn first_line(program: &str, args: &[&str]) -> Option<String> {
+/// The first line starting with `prefix` that a command prints on stdout or stderr.
+fn first_line(program: &str, args: &[&str], prefix: &str) -> Option<String> {
     let out = Command::new(program)
         .args(args)
         .stdin(Stdio::null())
@@ -192,6 +196,6 @@ fn first_line(program: &str, args: &[&str]) -> Option<String> {
     );
     text.lines()
         .map(str::trim)
-        .find(|l| !l.is_empty())
+        .find(|l| l.starts_with(prefix))
         .map(str::to_string)
 }

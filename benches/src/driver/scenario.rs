@@ -189,12 +189,15 @@ impl Measured {
         pct(self.num("target_cpu"), self.num("secs"))
     }
 
-    /// Generator plus backend CPU use (they share one CPU), in percent of one CPU.
-    pub fn generator_cpu_pct(&self) -> f64 {
-        pct(
-            self.num("gen_cpu") + self.num("backend_cpu"),
-            self.num("secs"),
-        )
+    /// Busy share of CPU `n` (0: target, 1: generator and backend) over the window, in
+    /// percent, including interrupt and softirq time that no process is charged for.
+    pub fn cpu_busy_pct(&self, n: usize) -> f64 {
+        self.num(&format!("cpu{n}_busy"))
+    }
+
+    /// Interrupt and softirq share of CPU `n` over the window, in percent.
+    pub fn cpu_irq_pct(&self, n: usize) -> f64 {
+        self.num(&format!("cpu{n}_irq"))
     }
 
     /// The scenario's figure, in [`FigureKind::unit`].

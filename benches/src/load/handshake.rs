@@ -21,7 +21,7 @@ pub async fn run(args: &Args, client: Client) -> Result<Report> {
         let counters = counters.clone();
         tokio::spawn(async move {
             while !counters.stopped() {
-                match once(&client).await {
+                match once(&client, &counters).await {
                     Ok(resumed) => {
                         counters.add(&counters.ops, 1);
                         if resumed {
@@ -45,8 +45,9 @@ pub async fn run(args: &Args, client: Client) -> Result<Report> {
 }
 
 /// One tunnel's life. Returns whether the handshake resumed a session.
-async fn once(client: &Client) -> std::io::Result<bool> {
+async fn once(client: &Client, counters: &Counters) -> std::io::Result<bool> {
     let mut tls = client.connect().await?;
+    counters.note_negotiated(tls.get_ref().1);
     let resumed = tls.get_ref().1.handshake_kind() == Some(HandshakeKind::Resumed);
     echo_check(&mut tls, PING).await?;
     tls.shutdown().await?;

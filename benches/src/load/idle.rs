@@ -66,7 +66,7 @@ pub async fn run(args: &Args, client: Client) -> Result<Report> {
 
     // Let the target settle, then sample while nothing happens.
     tokio::time::sleep(args.warmup).await;
-    let cpu0 = CpuSample::take(args.target_pid, args.backend_pid)?;
+    let cpu_start = CpuSample::take(args.target_pid, args.backend_pid)?;
     let t0 = Instant::now();
     let mut samples = Vec::new();
     while t0.elapsed() < args.duration {
@@ -74,7 +74,7 @@ pub async fn run(args: &Args, client: Client) -> Result<Report> {
         tokio::time::sleep(SAMPLE_EVERY).await;
     }
     samples.push(rss_kib(args.target_pid)?);
-    let cpu1 = CpuSample::take(args.target_pid, args.backend_pid)?;
+    let cpu_end = CpuSample::take(args.target_pid, args.backend_pid)?;
     let secs = t0.elapsed().as_secs_f64();
     samples.sort_unstable();
     let median_kib = samples[samples.len() / 2];
@@ -93,11 +93,8 @@ pub async fn run(args: &Args, client: Client) -> Result<Report> {
         resumed: 0,
         bytes: 0,
         errors: counters.errors.load(std::sync::atomic::Ordering::Relaxed),
-        cpu: CpuSample {
-            target: cpu1.target - cpu0.target,
-            generator: cpu1.generator - cpu0.generator,
-            backend: cpu1.backend - cpu0.backend,
-        },
+        cpu_start,
+        cpu_end,
     };
     let mut report = Report::from_window(&window, &counters);
     let per_tunnel = if held.is_empty() {

@@ -19,7 +19,7 @@ mod rr;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use rustls::pki_types::ServerName;
@@ -219,6 +219,8 @@ pub struct Counters {
     pub errors: AtomicU64,
     pub stop: AtomicBool,
     first_error: Mutex<Option<String>>,
+    /// The cipher suite and key exchange of the first handshake, for the report.
+    negotiated: OnceLock<String>,
 }
 
 impl Counters {
@@ -232,6 +234,19 @@ impl Counters {
         let mut first = self.first_error.lock().unwrap_or_else(|p| p.into_inner());
         if first.is_none() {
             *first = Some(format!("{what}: {e}"));
+        }
+    }
+
+    /// Remembers what the first completed handshake negotiated.
+    pub fn note_negotiated(&self, conn: &rustls::ClientConnection) {
+        if self.negotiated.get().is_none() {
+            let suite = conn
+                .negotiated_cipher_suite()
+                .map_or("none".into(), |s| format!("{:?}", s.suite()));
+            let kx = conn
+                .negotiated_key_exchange_group()
+                .map_or("none".into(), |g| format!("{:?}", g.name()));
+            let _ = self.negotiated.set(format!("{suite}/{kx}"));
         }
     }
 
@@ -251,7 +266,9 @@ pub struct Window {
     pub resumed: u64,
     pub bytes: u64,
     pub errors: u64,
-    pub cpu: CpuSample,
+    /// CPU times at the start and the end of the window.
+    pub cpu_start: CpuSample,
+    pub cpu_end: CpuSample,
 }
 
 /// Waits out the warm-up, then measures `duration` of whatever the tasks are doing.
@@ -265,11 +282,11 @@ pub async fn measure(
         flag.store(true, Ordering::Relaxed);
     }
     let c0 = counters.snapshot();
-    let cpu0 = CpuSample::take(args.target_pid, args.backend_pid)?;
+    let cpu_start = CpuSample::take(args.target_pid, args.backend_pid)?;
     let t0 = Instant::now();
     tokio::time::sleep(args.duration).await;
     let c1 = counters.snapshot();
-    let cpu1 = CpuSample::take(args.target_pid, args.backend_pid)?;
+    let cpu_end = CpuSample::take(args.target_pid, args.backend_pid)?;
     let secs = t0.elapsed().as_secs_f64();
     if let Some(flag) = measuring {
         flag.store(false, Ordering::Relaxed);
@@ -280,11 +297,8 @@ pub async fn measure(
         resumed: c1[1] - c0[1],
         bytes: c1[2] - c0[2],
         errors: c1[3] - c0[3],
-        cpu: CpuSample {
-            target: cpu1.target - cpu0.target,
-            generator: cpu1.generator - cpu0.generator,
-            backend: cpu1.backend - cpu0.backend,
-        },
+        cpu_start,
+        cpu_end,
     })
 }
 
@@ -303,9 +317,19 @@ impl Report {
         r.put("resumed", w.resumed);
         r.put("bytes", w.bytes);
         r.put("errors", w.errors);
-        r.put("target_cpu", format!("{:.3}", w.cpu.target.as_secs_f64()));
-        r.put("gen_cpu", format!("{:.3}", w.cpu.generator.as_secs_f64()));
-        r.put("backend_cpu", format!("{:.3}", w.cpu.backend.as_secs_f64()));
+        let (a, b) = (&w.cpu_start, &w.cpu_end);
+        let secs = |d: std::time::Duration| format!("{:.3}", d.as_secs_f64());
+        r.put("target_cpu", secs(b.target - a.target));
+        r.put("gen_cpu", secs(b.generator - a.generator));
+        r.put("backend_cpu", secs(b.backend - a.backend));
+        for (i, (end, start)) in b.cpus.iter().zip(&a.cpus).enumerate().take(2) {
+            let (busy, irq) = (end.busy_pct_since(start), end.irq_pct_since(start));
+            r.put(["cpu0_busy", "cpu1_busy"][i], format!("{busy:.1}"));
+            r.put(["cpu0_irq", "cpu1_irq"][i], format!("{irq:.1}"));
+        }
+        if let Some(negotiated) = counters.negotiated.get() {
+            r.put("negotiated", negotiated.replace(char::is_whitespace, ""));
+        }
         let first = counters
             .first_error
             .lock()
