@@ -351,3 +351,137 @@ pub fn wait_closed(stream: &mut impl Read) -> io::Result<()> {
         }
     }
 }
+
+/// A program nobody here wrote (`openssl`, `curl`), started by a test with its three standard
+/// streams piped. Standard output arrives in chunks on a channel, so every read has a
+/// deadline; the process is killed (by its own handle) if the test ends first.
+pub struct Tool {
+    name: String,
+    child: Child,
+    stdout: std::sync::mpsc::Receiver<Vec<u8>>,
+    stderr: Option<thread::JoinHandle<String>>,
+}
+
+impl Tool {
+    /// Starts `program ARGS...` in `dir` (or the current directory). A missing program
+    /// fails the test with a message that says what to install.
+    pub fn spawn(program: &str, args: &[&str], dir: Option<&std::path::Path>) -> Self {
+        let mut command = Command::new(program);
+        command
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        if let Some(dir) = dir {
+            command.current_dir(dir);
+        }
+        let mut child = match command.spawn() {
+            Ok(child) => child,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => panic!(
+                "`{program}` is not installed or not on PATH; the interop tests need it \
+                 (Debian/Ubuntu: apt-get install openssl curl)"
+            ),
+            Err(e) => panic!("cannot start `{program}`: {e}"),
+        };
+        let (tx, stdout) = std::sync::mpsc::channel();
+        let mut out = child.stdout.take().expect("stdout");
+        thread::spawn(move || {
+            let mut buf = vec![0u8; 64 * 1024];
+            while let Ok(n @ 1..) = out.read(&mut buf) {
+                if tx.send(buf[..n].to_vec()).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut err = child.stderr.take().expect("stderr");
+        let stderr = Some(thread::spawn(move || {
+            let mut text = Vec::new();
+            let _ = err.read_to_end(&mut text);
+            String::from_utf8_lossy(&text).into_owned()
+        }));
+        Self {
+            name: program.to_owned(),
+            child,
+            stdout,
+            stderr,
+        }
+    }
+
+    /// The program's standard input; dropping it closes the pipe.
+    pub fn take_stdin(&mut self) -> std::process::ChildStdin {
+        self.child.stdin.take().expect("stdin already taken")
+    }
+
+    /// Reads standard output until `done` says the bytes so far are enough, the program
+    /// closes it, or [`PATIENCE`] runs out (then the program is killed). Returns what came.
+    pub fn read_stdout_until(&mut self, done: impl Fn(&[u8]) -> bool) -> Vec<u8> {
+        let deadline = Instant::now() + PATIENCE;
+        let mut got = Vec::new();
+        while !done(&got) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.stdout.recv_timeout(left) {
+                Ok(chunk) => got.extend_from_slice(&chunk),
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                    self.kill();
+                    let stderr = self.stderr();
+                    panic!(
+                        "{} wrote {} bytes and then nothing for too long; stderr:\n{stderr}",
+                        self.name,
+                        got.len(),
+                    );
+                }
+            }
+        }
+        got
+    }
+
+    /// Everything the program writes on standard output until it closes it.
+    pub fn read_stdout_to_end(&mut self) -> Vec<u8> {
+        self.read_stdout_until(|_| false)
+    }
+
+    /// Waits for the program to exit, at most [`PATIENCE`]; kills it and fails otherwise.
+    pub fn wait(&mut self) -> ExitStatus {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status;
+            }
+            if Instant::now() >= deadline {
+                self.kill();
+                let stderr = self.stderr();
+                panic!("{} did not exit in time; stderr:\n{stderr}", self.name);
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Kills the program (our own child) and reaps it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Everything the program wrote on standard error; call after it has exited or been
+    /// killed (it waits for the stream to close).
+    pub fn stderr(&mut self) -> String {
+        self.stderr
+            .take()
+            .map(|t| t.join().unwrap_or_default())
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for Tool {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+impl Moat {
+    /// Waits until `count` lines on standard output contain `needle`; returns them in order.
+    pub fn wait_for_stdout_count(&self, needle: &str, count: usize) -> Vec<String> {
+        wait_lines(&self.stdout, needle, count, || self.dump())
+    }
+}
