@@ -37,9 +37,23 @@ impl Moat {
     }
 
     /// Starts `moat ARGS...` without waiting for anything.
+    ///
+    /// `["--sh", SCRIPT]` runs SCRIPT with `sh -c` instead, for tests that must set up the
+    /// process (e.g. `ulimit`) before it `exec`s moat.
     pub fn spawn(args: &[&str]) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_moat"))
-            .args(args)
+        let mut command = match args {
+            ["--sh", script] => {
+                let mut sh = Command::new("sh");
+                sh.args(["-c", script]);
+                sh
+            }
+            _ => {
+                let mut moat = Command::new(env!("CARGO_BIN_EXE_moat"));
+                moat.args(args);
+                moat
+            }
+        };
+        let mut child = command
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
