@@ -150,7 +150,7 @@ pub fn parse(args: &[String], descriptor_limit: u64) -> Result<Command, StartErr
     let opts = options();
     let matches = opts
         .parse(args)
-        .map_err(|e| StartError::Usage(e.to_string()))?;
+        .map_err(|e| StartError::Usage(describe(&e)))?;
     if matches.opt_present("help") {
         return Ok(Command::Help(opts.usage(USAGE)));
     }
@@ -182,6 +182,25 @@ pub fn parse(args: &[String], descriptor_limit: u64) -> Result<Command, StartErr
         limits: limits(&matches, descriptor_limit)?,
         log_level: log_level(&matches)?,
     })))
+}
+
+/// getopts' complaints in moat's own words, with the flag spelled as the user typed it.
+fn describe(fail: &getopts::Fail) -> String {
+    use getopts::Fail;
+    let flag = |name: &str| {
+        if name.chars().count() == 1 {
+            format!("-{name}")
+        } else {
+            format!("--{name}")
+        }
+    };
+    match fail {
+        Fail::UnrecognizedOption(name) => format!("unknown flag {}", flag(name)),
+        Fail::ArgumentMissing(name) => format!("{} needs a value", flag(name)),
+        Fail::OptionDuplicated(name) => format!("{} given more than once", flag(name)),
+        Fail::UnexpectedArgument(name) => format!("{} takes no value", flag(name)),
+        Fail::OptionMissing(name) => format!("{} is required", flag(name)),
+    }
 }
 
 fn server_mode(m: &Matches) -> Result<ServerMode, StartError> {

@@ -57,7 +57,13 @@ fn client_service(client: &ClientMode) -> Result<Service, StartError> {
     let (host, _) = crate::config::split_host_port("--target", first)?;
     let server_name = match &client.server_name {
         Some(name) => tls::server_name("--server-name", name)?,
-        None => tls::server_name("--target", &host)?,
+        None => tls::server_name("--target", &host).map_err(|_| {
+            StartError::invalid(
+                "--target",
+                first,
+                "the host is not a valid DNS name or IP address",
+            )
+        })?,
     };
     let mut addrs = Vec::new();
     for target in &client.targets {
