@@ -1,12 +1,6 @@
 //! One end of a tunnel: a plain TCP socket, a TLS session over one, or (in the demo) a mirror.
 //!
-//! # Readiness
-//!
-//! Sockets are registered once, edge-triggered, for both directions. [`Socket`] keeps the
-//! readiness the poll loop last reported as two flags: an event sets them, and a read or
-//! write that returns `WouldBlock` clears them. Code above this layer asks "is the socket
-//! readable?" and never re-arms anything; an edge is never lost because a flag stays set
-//! until the kernel itself says there is nothing more.
+//! Readiness is kept by [`Socket`] (see `socket.rs`).
 //!
 //! # Where the bytes wait
 //!
@@ -17,102 +11,16 @@
 //! A plain end is neither: it is read only as far as the other side is sure to accept, and
 //! written directly from the other side's buffer. Each byte is copied once per direction.
 
-use std::io::{self, BufRead, Read, Write};
-use std::net::Shutdown;
+mod socket;
 
-use mio::net::TcpStream;
+use std::io::{self, BufRead, Read, Write};
+
 use rustls::Connection;
 
 use crate::tls::BUFFER_LIMIT;
 
-/// A nonblocking TCP stream and the readiness last reported for it.
-#[derive(Debug)]
-pub struct Socket {
-    stream: TcpStream,
-    readable: bool,
-    writable: bool,
-}
-
-impl Socket {
-    /// Wraps a stream that has just been registered with the poll; readiness arrives as events.
-    pub fn new(stream: TcpStream) -> Self {
-        Self {
-            stream,
-            readable: false,
-            writable: false,
-        }
-    }
-
-    /// Records readiness reported by the poll.
-    pub fn mark(&mut self, readable: bool, writable: bool) {
-        self.readable |= readable;
-        self.writable |= writable;
-    }
-
-    /// Whether a read may make progress.
-    pub fn is_readable(&self) -> bool {
-        self.readable
-    }
-
-    /// Whether a write may make progress.
-    pub fn is_writable(&self) -> bool {
-        self.writable
-    }
-
-    /// The stream itself, for connect checks and addresses.
-    pub fn stream(&self) -> &TcpStream {
-        &self.stream
-    }
-}
-
-/// Reads clear `readable` when the kernel has nothing more; `Interrupted` is retried.
-impl Read for Socket {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        loop {
-            match self.stream.read(buf) {
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    self.readable = false;
-                    return Err(e);
-                }
-                other => return other,
-            }
-        }
-    }
-}
-
-/// Writes clear `writable` when the kernel's send buffer is full; `Interrupted` is retried.
-impl Write for Socket {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        loop {
-            match self.stream.write(buf) {
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    self.writable = false;
-                    return Err(e);
-                }
-                other => return other,
-            }
-        }
-    }
-
-    fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
-        loop {
-            match self.stream.write_vectored(bufs) {
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    self.writable = false;
-                    return Err(e);
-                }
-                other => return other,
-            }
-        }
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
+pub use socket::Socket;
+use socket::shutdown_write;
 
 /// How a stream of plaintext ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -239,7 +147,7 @@ impl Endpoint {
             return Ok(false);
         };
         let mut moved = tls.flush()?;
-        while tls.conn.is_handshaking() && tls.conn.wants_read() && tls.socket.readable {
+        while tls.conn.is_handshaking() && tls.conn.wants_read() && tls.socket.is_readable() {
             match tls.read_records() {
                 Ok(0) => return Err(EndpointError::EofDuringHandshake),
                 Ok(_) => moved = true,
@@ -368,7 +276,7 @@ impl TlsEnd {
 
     fn flush(&mut self) -> Result<bool, EndpointError> {
         let mut wrote = false;
-        while self.conn.wants_write() && self.socket.writable {
+        while self.conn.wants_write() && self.socket.is_writable() {
             match self.conn.write_tls(&mut self.socket) {
                 Ok(_) => wrote = true,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
@@ -395,7 +303,7 @@ impl TlsEnd {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 Err(e) => return Err(e.into()),
             }
-            if !(self.socket.readable && self.conn.wants_read()) {
+            if !(self.socket.is_readable() && self.conn.wants_read()) {
                 return Ok(Chunk::Pending);
             }
             match self.read_records() {
@@ -420,14 +328,6 @@ impl Mirror {
             _ if self.eof => Chunk::Eof(Eof::Clean),
             _ => Chunk::Pending,
         }
-    }
-}
-
-fn shutdown_write(socket: &Socket) -> io::Result<()> {
-    match socket.stream.shutdown(Shutdown::Write) {
-        // The peer already went away; there is nobody left to tell.
-        Err(e) if e.kind() == io::ErrorKind::NotConnected => Ok(()),
-        other => other,
     }
 }
 
@@ -531,7 +431,7 @@ fn read_plain(
         return Ok(PlainRead::Pending);
     };
     let want = room.min(scratch.len());
-    if want == 0 || !socket.readable {
+    if want == 0 || !socket.is_readable() {
         return Ok(PlainRead::Pending);
     }
     match socket.read(&mut scratch[..want]) {
