@@ -21,16 +21,16 @@ use std::time::{Duration, Instant};
 use mio::event::Event;
 use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token};
-use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::consts::{SIGINT, SIGTERM, SIGUSR1};
 use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
 
+use crate::buffer::BufferPool;
 use crate::config::{Limits, Timeouts};
 use crate::endpoint::Socket;
 use crate::limits::LogLimiter;
 use crate::route::Route;
 use crate::timer::Timers;
-use crate::tls::BUFFER_LIMIT;
 use crate::tunnel::{Ctx, EndReason, Side, Tunnel};
 
 /// Token of the signal pipe; listeners count down from just below it, tunnels up from 0.
@@ -95,8 +95,8 @@ pub struct EventLoop {
     ready: VecDeque<(usize, u64)>,
     /// Tunnels that ended this turn, removed at its end.
     ended: Vec<(usize, EndReason)>,
-    /// Transit space for plaintext on its way from a plain socket into rustls.
-    scratch: Box<[u8]>,
+    /// Buffers for the bytes in flight, lent to tunnels only while they hold something.
+    pool: BufferPool,
     limits: Limits,
     timeouts: Timeouts,
     next_id: u64,
@@ -127,7 +127,7 @@ impl EventLoop {
                     .register(listener, listener_token(index), Interest::READABLE)?;
             }
         }
-        let mut signals = Signals::new([SIGTERM, SIGINT])?;
+        let mut signals = Signals::new([SIGTERM, SIGINT, SIGUSR1])?;
         poll.registry()
             .register(&mut signals, SIGNALS, Interest::READABLE)?;
         Ok(Self {
@@ -138,7 +138,7 @@ impl EventLoop {
             timers: Timers::new(&timeouts),
             ready: VecDeque::new(),
             ended: Vec::new(),
-            scratch: vec![0; BUFFER_LIMIT].into_boxed_slice(),
+            pool: BufferPool::default(),
             limits,
             timeouts,
             next_id: 0,
@@ -339,7 +339,7 @@ impl EventLoop {
                 registry: self.poll.registry(),
                 key,
                 route: &self.services[tunnel.route].route,
-                scratch: &mut self.scratch,
+                pool: &mut self.pool,
             };
             match tunnel.drive(&mut ctx) {
                 Ok(_) if tunnel.is_finished() => {
@@ -376,7 +376,8 @@ impl EventLoop {
     /// removes it from the poll.
     fn remove_ended(&mut self, now: Instant) {
         for (key, reason) in self.ended.drain(..) {
-            if let Some(tunnel) = self.tunnels.try_remove(key) {
+            if let Some(mut tunnel) = self.tunnels.try_remove(key) {
+                tunnel.release(&mut self.pool);
                 tunnel.log_end(&self.services[tunnel.route].route, &reason, now);
             }
         }
@@ -384,6 +385,10 @@ impl EventLoop {
 
     fn on_signals(&mut self, now: Instant) {
         for signal in self.signals.pending() {
+            if signal == SIGUSR1 {
+                self.log_stats();
+                continue;
+            }
             let name = if signal == SIGINT {
                 "SIGINT"
             } else {
@@ -408,6 +413,16 @@ impl EventLoop {
         }
     }
 
+    /// On SIGUSR1: how many tunnels are open and how many buffers they hold.
+    fn log_stats(&self) {
+        log::info!(
+            "stats: tunnels={} buffers_in_use={} buffers_spare={}",
+            self.tunnels.len(),
+            self.pool.in_use(),
+            self.pool.spare()
+        );
+    }
+
     /// After a shutdown signal: over once every tunnel has finished, or at the deadline,
     /// when the tunnels still open are closed.
     fn shutdown_is_over(&mut self, now: Instant) -> bool {
@@ -425,7 +440,8 @@ impl EventLoop {
             "shutdown timeout: closing {} open tunnel(s)",
             self.tunnels.len()
         );
-        for tunnel in self.tunnels.drain() {
+        for mut tunnel in self.tunnels.drain() {
+            tunnel.release(&mut self.pool);
             tunnel.log_end(
                 &self.services[tunnel.route].route,
                 &EndReason::Shutdown,

@@ -4,23 +4,28 @@
 //!
 //! # Where the bytes wait
 //!
-//! moat has no relay buffers of its own: rustls already holds plaintext in both directions,
-//! bounded by [`crate::tls::BUFFER_LIMIT`]. A TLS end is therefore a *buffered source*
-//! (decrypted plaintext waits inside rustls until the other side takes it) and a *buffered
-//! sink* (plaintext handed to rustls is encrypted and waits there until the socket takes it).
+//! A TLS end holds the bytes in flight itself, in buffers lent by the loop's
+//! [`BufferPool`] only while they hold something (see `tls.rs`): it is a *buffered source*
+//! (decrypted plaintext waits until the other side takes it) and a *buffered sink*
+//! (plaintext handed to it is encrypted at once and waits until the socket takes it).
 //! A plain end is neither: it is read only as far as the other side is sure to accept, and
-//! written directly from the other side's buffer. Each byte is copied once per direction.
+//! written directly from the other side's buffer. An idle tunnel holds no buffer at all.
 
 mod socket;
+mod tls;
 
-use std::io::{self, BufRead, Read, Write};
+use std::io::{self, Read, Write};
 
-use rustls::Connection;
+use rustls::pki_types::CertificateDer;
 
-use crate::tls::BUFFER_LIMIT;
+use crate::buffer::BufferPool;
 
-pub use socket::Socket;
 use socket::shutdown_write;
+pub use socket::Socket;
+pub use tls::{Session, TlsEnd};
+
+/// What a mirror holds at most.
+const MIRROR_LIMIT: usize = 16 * 1024;
 
 /// How a stream of plaintext ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,23 +64,6 @@ impl From<io::Error> for EndpointError {
     }
 }
 
-/// State of the sending half of an end.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum WriteSide {
-    Open,
-    /// `close_notify` is queued; TCP shutdown follows once rustls has flushed.
-    Closing,
-    Shut,
-}
-
-/// A TLS session over a socket.
-#[derive(Debug)]
-pub struct TlsEnd {
-    socket: Socket,
-    conn: Connection,
-    write_side: WriteSide,
-}
-
 /// The demo's echo backend: what is written comes back. Bounded like every buffer here.
 #[derive(Debug, Default)]
 pub struct Mirror {
@@ -110,61 +98,53 @@ impl Endpoint {
     }
 
     /// A TLS end; the handshake starts with the first [`Endpoint::handshake`].
-    pub fn tls(socket: Socket, mut conn: Connection) -> Self {
-        conn.set_buffer_limit(Some(BUFFER_LIMIT));
-        Self::Tls(Box::new(TlsEnd {
-            socket,
-            conn,
-            write_side: WriteSide::Open,
-        }))
+    pub fn tls(socket: Socket, session: Session) -> Self {
+        Self::Tls(Box::new(TlsEnd::new(socket, session)))
     }
 
     /// The socket under this end, if it has one.
     pub fn socket_mut(&mut self) -> Option<&mut Socket> {
         match self {
             Self::Plain { socket, .. } => Some(socket),
-            Self::Tls(tls) => Some(&mut tls.socket),
+            Self::Tls(tls) => Some(tls.socket_mut()),
             Self::Mirror(_) => None,
         }
     }
 
-    /// The TLS session, if this is a TLS end.
-    pub fn tls_session(&self) -> Option<&Connection> {
+    /// The certificates the TLS peer presented, if this is a TLS end and it presented any.
+    pub fn peer_certificates(&self) -> Option<&[CertificateDer<'static>]> {
         match self {
-            Self::Tls(tls) => Some(&tls.conn),
+            Self::Tls(tls) => tls.peer_certificates(),
             _ => None,
         }
     }
 
     /// Whether a TLS handshake is still under way.
     pub fn is_handshaking(&self) -> bool {
-        matches!(self, Self::Tls(tls) if tls.conn.is_handshaking())
+        matches!(self, Self::Tls(tls) if tls.is_handshaking())
     }
 
     /// Advances the TLS handshake as far as readiness allows. Returns whether it moved.
-    pub fn handshake(&mut self) -> Result<bool, EndpointError> {
-        let Self::Tls(tls) = self else {
-            return Ok(false);
-        };
-        let mut moved = tls.flush()?;
-        while tls.conn.is_handshaking() && tls.conn.wants_read() && tls.socket.is_readable() {
-            match tls.read_records() {
-                Ok(0) => return Err(EndpointError::EofDuringHandshake),
-                Ok(_) => moved = true,
-                Err(EndpointError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) => return Err(e),
-            }
-            moved |= tls.flush()?;
+    pub fn handshake(&mut self, pool: &mut BufferPool) -> Result<bool, EndpointError> {
+        match self {
+            Self::Tls(tls) => tls.handshake(pool),
+            _ => Ok(false),
         }
-        Ok(moved)
     }
 
     /// Writes out whatever TLS records are pending (handshake, tickets, data, alerts).
     /// Returns whether anything was written.
-    pub fn flush(&mut self) -> Result<bool, EndpointError> {
+    pub fn flush(&mut self, pool: &mut BufferPool) -> Result<bool, EndpointError> {
         match self {
-            Self::Tls(tls) => tls.flush(),
+            Self::Tls(tls) => tls.flush(pool),
             _ => Ok(false),
+        }
+    }
+
+    /// Gives back every buffer this end holds; call before dropping it.
+    pub fn release(&mut self, pool: &mut BufferPool) {
+        if let Self::Tls(tls) = self {
+            tls.release(pool);
         }
     }
 
@@ -178,26 +158,25 @@ impl Endpoint {
     fn room(&self) -> usize {
         match self {
             Self::Plain { .. } => 0,
-            Self::Tls(tls) if tls.conn.wants_write() || tls.write_side != WriteSide::Open => 0,
-            Self::Tls(_) => BUFFER_LIMIT,
-            Self::Mirror(m) => BUFFER_LIMIT - m.held.len() + m.taken,
+            Self::Tls(tls) => tls.room(),
+            Self::Mirror(m) => MIRROR_LIMIT - m.held.len() + m.taken,
         }
     }
 
     /// Offers buffered plaintext (TLS, mirror), pulling TLS records from the socket as
     /// readiness allows.
-    fn peek(&mut self) -> Result<Chunk<'_>, EndpointError> {
+    fn peek(&mut self, pool: &mut BufferPool) -> Result<Chunk<'_>, EndpointError> {
         match self {
-            Self::Tls(tls) => tls.peek(),
+            Self::Tls(tls) => tls.peek(pool),
             Self::Mirror(m) => Ok(m.peek()),
             Self::Plain { .. } => Ok(Chunk::Pending),
         }
     }
 
     /// Marks `n` bytes of the last [`Chunk::Data`] as taken.
-    fn consume(&mut self, n: usize) {
+    fn consume(&mut self, n: usize, pool: &mut BufferPool) {
         match self {
-            Self::Tls(tls) => tls.conn.reader().consume(n),
+            Self::Tls(tls) => tls.consume(n, pool),
             Self::Mirror(m) => {
                 m.taken += n;
                 if m.taken == m.held.len() {
@@ -211,24 +190,20 @@ impl Endpoint {
     }
 
     /// Sends plaintext; returns how much was taken (0 when the end cannot take more now).
-    fn send(&mut self, data: &[u8]) -> Result<usize, EndpointError> {
+    fn send(&mut self, data: &[u8], pool: &mut BufferPool) -> Result<usize, EndpointError> {
         match self {
             Self::Plain { socket, .. } => match socket.write(data) {
                 Ok(n) => Ok(n),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(0),
                 Err(e) => Err(e.into()),
             },
-            Self::Tls(tls) => {
-                let n = tls.conn.writer().write(data)?;
-                tls.flush()?;
-                Ok(n)
-            }
+            Self::Tls(tls) => tls.send(data, pool),
             Self::Mirror(m) => {
                 if m.taken > 0 {
                     m.held.drain(..m.taken);
                     m.taken = 0;
                 }
-                let n = data.len().min(BUFFER_LIMIT - m.held.len());
+                let n = data.len().min(MIRROR_LIMIT - m.held.len());
                 m.held.extend_from_slice(&data[..n]);
                 Ok(n)
             }
@@ -237,7 +212,7 @@ impl Endpoint {
 
     /// Starts closing the sending half: TCP shutdown, or `close_notify` then TCP shutdown
     /// once flushed. Returns whether the half is completely shut.
-    pub fn shut_write(&mut self) -> Result<bool, EndpointError> {
+    pub fn shut_write(&mut self, pool: &mut BufferPool) -> Result<bool, EndpointError> {
         match self {
             Self::Plain { socket, shut } => {
                 if !*shut {
@@ -246,78 +221,12 @@ impl Endpoint {
                 }
                 Ok(true)
             }
-            Self::Tls(tls) => {
-                if tls.write_side == WriteSide::Open {
-                    tls.conn.send_close_notify();
-                    tls.write_side = WriteSide::Closing;
-                }
-                tls.flush()?;
-                Ok(tls.write_side == WriteSide::Shut)
-            }
+            Self::Tls(tls) => tls.shut_write(pool),
             Self::Mirror(m) => {
                 m.eof = true;
                 Ok(true)
             }
         }
-    }
-}
-
-impl TlsEnd {
-    /// One `read_tls` + `process_new_packets`. `Ok(0)` is TCP EOF.
-    fn read_records(&mut self) -> Result<usize, EndpointError> {
-        let n = self.conn.read_tls(&mut self.socket)?;
-        if let Err(e) = self.conn.process_new_packets() {
-            // Let the peer learn why: the alert is queued, send it before giving up.
-            let _ = self.flush();
-            return Err(EndpointError::Tls(e));
-        }
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> Result<bool, EndpointError> {
-        let mut wrote = false;
-        while self.conn.wants_write() && self.socket.is_writable() {
-            match self.conn.write_tls(&mut self.socket) {
-                Ok(_) => wrote = true,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) => return Err(e.into()),
-            }
-        }
-        if self.write_side == WriteSide::Closing && !self.conn.wants_write() {
-            shutdown_write(&self.socket)?;
-            self.write_side = WriteSide::Shut;
-        }
-        Ok(wrote)
-    }
-
-    fn peek(&mut self) -> Result<Chunk<'_>, EndpointError> {
-        loop {
-            // The borrow checker cannot see that the early return ends the borrow of
-            // `self.conn`, so ask first whether plaintext is waiting, then borrow it.
-            match self.conn.reader().fill_buf() {
-                Ok([]) => return Ok(Chunk::Eof(Eof::Clean)),
-                Ok(_) => break,
-                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
-                    return Ok(Chunk::Eof(Eof::Truncated))
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) => return Err(e.into()),
-            }
-            if !(self.socket.is_readable() && self.conn.wants_read()) {
-                return Ok(Chunk::Pending);
-            }
-            match self.read_records() {
-                Err(EndpointError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {
-                    return Ok(Chunk::Pending)
-                }
-                Err(e) => return Err(e),
-                Ok(_) => {
-                    // Records may ask for an answer (key update, alert).
-                    self.flush()?;
-                }
-            }
-        }
-        Ok(Chunk::Data(self.conn.reader().into_first_chunk()?))
     }
 }
 
@@ -352,15 +261,15 @@ pub struct Relayed {
 }
 
 /// Moves plaintext from `src` to `dst` until one of them would block, the source ends, or
-/// `budget` bytes have moved. `scratch` holds bytes read from a plain source on their way
-/// into a buffered sink; it never holds anything between calls.
+/// `budget` bytes have moved. Bytes read from a plain source pass through a buffer from
+/// `pool` on their way into a buffered sink; it goes back before this returns.
 ///
 /// When the source has ended, the sink's write side is shut (FIN or `close_notify`): this
 /// is how half-close crosses the tunnel.
 pub fn relay(
     src: &mut Endpoint,
     dst: &mut Endpoint,
-    scratch: &mut [u8],
+    pool: &mut BufferPool,
     budget: usize,
 ) -> Result<Relayed, RelayError> {
     use RelayError::{Sink, Source};
@@ -374,26 +283,18 @@ pub fn relay(
             });
         }
         let n = if src.buffers_reads() {
-            match src.peek().map_err(Source)? {
+            match src.peek(pool).map_err(Source)? {
                 Chunk::Data(data) => {
-                    let n = dst.send(data).map_err(Sink)?;
-                    src.consume(n);
+                    let n = dst.send(data, pool).map_err(Sink)?;
+                    src.consume(n, pool);
                     n
                 }
                 Chunk::Pending => 0,
                 Chunk::Eof(kind) => break kind,
             }
         } else {
-            match read_plain(src, dst.room(), scratch).map_err(Source)? {
-                PlainRead::Data(n) => {
-                    // The bytes are already out of the kernel: a sink that takes less than
-                    // the room it offered would lose data, so that is a hard error.
-                    if dst.send(&scratch[..n]).map_err(Sink)? != n {
-                        let lost = io::Error::other("sink refused bytes it had room for");
-                        return Err(Sink(EndpointError::Io(lost)));
-                    }
-                    n
-                }
+            match pass_plain(src, dst, pool)? {
+                PlainRead::Data(n) => n,
                 PlainRead::Pending => 0,
                 PlainRead::Eof => break Eof::Clean,
             }
@@ -407,7 +308,7 @@ pub fn relay(
         }
         moved += n;
     };
-    let shut = dst.shut_write().map_err(Sink)?;
+    let shut = dst.shut_write(pool).map_err(Sink)?;
     Ok(Relayed {
         bytes: moved,
         finished: shut.then_some(eof),
@@ -421,23 +322,46 @@ enum PlainRead {
     Eof,
 }
 
-/// Reads from a plain source, at most `room` bytes (what the sink is sure to take).
-fn read_plain(
+/// Reads from a plain source at most what the sink is sure to take, and hands it over.
+fn pass_plain(
     src: &mut Endpoint,
-    room: usize,
-    scratch: &mut [u8],
-) -> Result<PlainRead, EndpointError> {
+    dst: &mut Endpoint,
+    pool: &mut BufferPool,
+) -> Result<PlainRead, RelayError> {
     let Endpoint::Plain { socket, .. } = src else {
         return Ok(PlainRead::Pending);
     };
-    let want = room.min(scratch.len());
-    if want == 0 || !socket.is_readable() {
+    let room = dst.room();
+    if room == 0 || !socket.is_readable() {
         return Ok(PlainRead::Pending);
     }
-    match socket.read(&mut scratch[..want]) {
-        Ok(0) => Ok(PlainRead::Eof),
-        Ok(n) => Ok(PlainRead::Data(n)),
-        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(PlainRead::Pending),
-        Err(e) => Err(e.into()),
+    let mut transit = pool.take();
+    let result = pass_through(socket, dst, room, transit.as_mut_slice(), pool);
+    pool.give(transit);
+    result
+}
+
+fn pass_through(
+    socket: &mut Socket,
+    dst: &mut Endpoint,
+    room: usize,
+    transit: &mut [u8],
+    pool: &mut BufferPool,
+) -> Result<PlainRead, RelayError> {
+    let want = room.min(transit.len());
+    let space = transit.get_mut(..want).unwrap_or_default();
+    let n = match socket.read(space) {
+        Ok(0) => return Ok(PlainRead::Eof),
+        Ok(n) => n,
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(PlainRead::Pending),
+        Err(e) => return Err(RelayError::Source(e.into())),
+    };
+    // The bytes are already out of the kernel: a sink that takes less than the room it
+    // offered would lose data, so that is a hard error.
+    let data = space.get(..n).unwrap_or_default();
+    if dst.send(data, pool).map_err(RelayError::Sink)? != n {
+        let lost = io::Error::other("sink refused bytes it had room for");
+        return Err(RelayError::Sink(EndpointError::Io(lost)));
     }
+    Ok(PlainRead::Data(n))
 }
