@@ -36,10 +36,22 @@ impl Moat {
         moat
     }
 
-    /// Starts `moat ARGS...` without waiting for anything.
+    /// Starts `moat ARGS...` without waiting for anything. `["--sh", SCRIPT]` runs SCRIPT
+    /// with `sh -c` instead, for a test that sets limits before it `exec`s moat.
     pub fn spawn(args: &[&str]) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_moat"))
-            .args(args)
+        let mut command = match args {
+            ["--sh", script] => {
+                let mut sh = Command::new("sh");
+                sh.args(["-c", script]);
+                sh
+            }
+            _ => {
+                let mut moat = Command::new(env!("CARGO_BIN_EXE_moat"));
+                moat.args(args);
+                moat
+            }
+        };
+        let mut child = command
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -102,8 +114,13 @@ impl Moat {
 
     /// Sends SIGTERM (to our own child, by PID).
     pub fn terminate(&self) {
+        self.signal("TERM");
+    }
+
+    /// Sends a signal such as `USR1` (to our own child, by PID).
+    pub fn signal(&self, name: &str) {
         let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
+            .args([&format!("-{name}"), &self.child.id().to_string()])
             .status()
             .expect("run kill");
         assert!(status.success());
