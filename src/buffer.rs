@@ -14,8 +14,8 @@
 /// 256 bytes of overhead) with plenty to spare, so bulk reads take two records per syscall.
 pub const BUFFER_SIZE: usize = 32 * 1024;
 
-/// Spare buffers the pool keeps for reuse by default (2 MiB at [`BUFFER_SIZE`]).
-pub const DEFAULT_SPARES: usize = 64;
+/// Spare buffers the pool keeps for reuse by default (512 KiB at [`BUFFER_SIZE`]).
+pub const DEFAULT_SPARES: usize = 16;
 
 /// A fixed-capacity byte buffer.
 #[derive(Debug)]

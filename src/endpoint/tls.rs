@@ -217,7 +217,12 @@ impl TlsEnd {
                 continue;
             }
             if self.tcp_eof {
-                return Ok(Chunk::Eof(Eof::Truncated));
+                // Records may still wait for room in `outgoing`; only then is it the end.
+                return Ok(if self.settled {
+                    Chunk::Eof(Eof::Truncated)
+                } else {
+                    Chunk::Pending
+                });
             }
             if !self.socket.is_readable() {
                 return Ok(Chunk::Pending);
