@@ -21,16 +21,16 @@ use std::time::{Duration, Instant};
 use mio::event::Event;
 use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token};
-use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::consts::{SIGINT, SIGTERM, SIGUSR1};
 use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
 
+use crate::buffer::BufferPool;
 use crate::config::{Limits, Timeouts};
 use crate::endpoint::Socket;
 use crate::limits::{handshake_room, HandshakeRoom, LogLimiter, PerIpCount};
 use crate::route::Route;
 use crate::timer::{TimerClass, Timers};
-use crate::tls::BUFFER_LIMIT;
 use crate::tunnel::{Ctx, EndReason, Side, Tunnel};
 
 /// Token of the signal pipe; listeners count down from just below it, tunnels up from 0.
@@ -93,8 +93,8 @@ pub struct EventLoop {
     timers: Timers,
     /// Tunnels with readiness or leftover work, with their id (a key may be reused).
     ready: VecDeque<(usize, u64)>,
-    /// Transit space for plaintext on its way from a plain socket into rustls.
-    scratch: Box<[u8]>,
+    /// Buffers for the bytes in flight, lent to tunnels only while they hold something.
+    pool: BufferPool,
     limits: Limits,
     timeouts: Timeouts,
     next_id: u64,
@@ -128,7 +128,7 @@ impl EventLoop {
                     .register(listener, listener_token(index), Interest::READABLE)?;
             }
         }
-        let mut signals = Signals::new([SIGTERM, SIGINT])?;
+        let mut signals = Signals::new([SIGTERM, SIGINT, SIGUSR1])?;
         poll.registry()
             .register(&mut signals, SIGNALS, Interest::READABLE)?;
         Ok(Self {
@@ -138,7 +138,7 @@ impl EventLoop {
             tunnels: Slab::new(),
             timers: Timers::new(&timeouts),
             ready: VecDeque::new(),
-            scratch: vec![0; BUFFER_LIMIT].into_boxed_slice(),
+            pool: BufferPool::default(),
             limits,
             timeouts,
             next_id: 0,
@@ -385,7 +385,7 @@ impl EventLoop {
                 registry: self.poll.registry(),
                 key,
                 route: &self.services[tunnel.route].route,
-                scratch: &mut self.scratch,
+                pool: &mut self.pool,
             };
             match tunnel.drive(&mut ctx) {
                 Ok(_) if tunnel.is_finished() => {
@@ -421,7 +421,7 @@ impl EventLoop {
                     registry: self.poll.registry(),
                     key,
                     route: &self.services[tunnel.route].route,
-                    scratch: &mut self.scratch,
+                    pool: &mut self.pool,
                 };
                 if tunnel.connect_timed_out(&ctx).is_ok() {
                     self.timers.set(key, TimerClass::Connect, now);
@@ -440,7 +440,8 @@ impl EventLoop {
     /// key is never mistaken for the tunnel that had it before.
     fn end_tunnel(&mut self, key: usize, reason: EndReason, now: Instant) {
         self.timers.remove(key);
-        if let Some(tunnel) = self.tunnels.try_remove(key) {
+        if let Some(mut tunnel) = self.tunnels.try_remove(key) {
+            tunnel.release(&mut self.pool);
             self.per_ip.release(tunnel.peer.ip());
             tunnel.log_end(&self.services[tunnel.route].route, &reason, now);
         }
@@ -448,6 +449,10 @@ impl EventLoop {
 
     fn on_signals(&mut self, now: Instant) {
         for signal in self.signals.pending() {
+            if signal == SIGUSR1 {
+                self.log_stats();
+                continue;
+            }
             let name = if signal == SIGINT {
                 "SIGINT"
             } else {
@@ -472,6 +477,16 @@ impl EventLoop {
         }
     }
 
+    /// On SIGUSR1: how many tunnels are open and how many buffers they hold.
+    fn log_stats(&self) {
+        log::info!(
+            "stats: tunnels={} buffers_in_use={} buffers_spare={}",
+            self.tunnels.len(),
+            self.pool.in_use(),
+            self.pool.spare()
+        );
+    }
+
     /// After a shutdown signal: over once every tunnel has finished, or at the deadline,
     /// when the tunnels still open are closed.
     fn shutdown_is_over(&mut self, now: Instant) -> bool {
@@ -489,7 +504,8 @@ impl EventLoop {
             "shutdown timeout: closing {} open tunnel(s)",
             self.tunnels.len()
         );
-        for tunnel in self.tunnels.drain() {
+        for mut tunnel in self.tunnels.drain() {
+            tunnel.release(&mut self.pool);
             tunnel.log_end(
                 &self.services[tunnel.route].route,
                 &EndReason::Shutdown,

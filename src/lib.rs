@@ -19,6 +19,7 @@
     clippy::use_self
 )]
 
+pub mod buffer;
 pub mod cli;
 pub mod config;
 pub mod demo;

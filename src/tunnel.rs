@@ -18,9 +18,12 @@ use std::time::{Duration, Instant};
 
 use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
-use rustls::{ClientConnection, Connection};
+use rustls::client::UnbufferedClientConnection;
+use rustls::server::UnbufferedServerConnection;
 
-use crate::endpoint::{relay, Endpoint, EndpointError, Eof, RelayError, Socket};
+use crate::buffer::BufferPool;
+
+use crate::endpoint::{relay, Endpoint, EndpointError, Eof, RelayError, Session, Socket};
 use crate::route::{Route, Target};
 use crate::timer::TimerClass;
 use crate::tls::subject::subject;
@@ -127,8 +130,8 @@ pub struct Ctx<'a> {
     pub key: usize,
     /// Where the tunnel leads.
     pub route: &'a Route,
-    /// Transit space for bytes read from a plain socket on their way into rustls.
-    pub scratch: &'a mut [u8],
+    /// Buffers for the bytes in flight, lent only while there are bytes to hold.
+    pub pool: &'a mut BufferPool,
 }
 
 /// The upstream end as it comes into being.
@@ -183,8 +186,8 @@ impl Tunnel {
         let down = match &route.accept_tls {
             Some(config) => {
                 let conn =
-                    rustls::ServerConnection::new(config.clone()).map_err(io::Error::other)?;
-                Endpoint::tls(socket, Connection::Server(conn))
+                    UnbufferedServerConnection::new(config.clone()).map_err(io::Error::other)?;
+                Endpoint::tls(socket, Session::Server(conn))
             }
             None => Endpoint::plain(socket),
         };
@@ -242,7 +245,7 @@ impl Tunnel {
         if self.down.is_handshaking() {
             progressed |= self
                 .down
-                .handshake()
+                .handshake(ctx.pool)
                 .map_err(|e| failure(Side::Client, e))?;
             if self.down.is_handshaking() {
                 return Ok(Step {
@@ -274,7 +277,9 @@ impl Tunnel {
             });
         };
         if up.is_handshaking() {
-            progressed |= up.handshake().map_err(|e| failure(Side::Target, e))?;
+            progressed |= up
+                .handshake(ctx.pool)
+                .map_err(|e| failure(Side::Target, e))?;
             if up.is_handshaking() {
                 return Ok(Step {
                     progressed,
@@ -282,7 +287,7 @@ impl Tunnel {
                 });
             }
         }
-        let (moved, again) = self.relay(ctx.scratch)?;
+        let (moved, again) = self.relay(ctx.pool)?;
         Ok(Step {
             progressed: progressed || moved,
             again,
@@ -303,9 +308,17 @@ impl Tunnel {
         }
     }
 
+    /// Gives back the buffers the tunnel holds; call before dropping it.
+    pub fn release(&mut self, pool: &mut BufferPool) {
+        self.down.release(pool);
+        if let Upstream::Open(up) = &mut self.up {
+            up.release(pool);
+        }
+    }
+
     /// Moves bytes both ways until nothing moves or the budget is spent.
     /// Returns (whether anything moved, whether the budget ran out).
-    fn relay(&mut self, scratch: &mut [u8]) -> Result<(bool, bool), EndReason> {
+    fn relay(&mut self, pool: &mut BufferPool) -> Result<(bool, bool), EndReason> {
         let Upstream::Open(up) = &mut self.up else {
             return Ok((false, false));
         };
@@ -313,14 +326,14 @@ impl Tunnel {
         let mut budget = TURN_BUDGET;
         let mut progressed = false;
         loop {
-            let mut moved = down.flush().map_err(|e| failure(Side::Client, e))?;
-            moved |= up.flush().map_err(|e| failure(Side::Target, e))?;
+            let mut moved = down.flush(pool).map_err(|e| failure(Side::Client, e))?;
+            moved |= up.flush(pool).map_err(|e| failure(Side::Target, e))?;
             moved |= pump(
                 down,
                 up,
                 &mut self.to_target,
                 Side::Client,
-                scratch,
+                pool,
                 &mut budget,
             )?;
             moved |= pump(
@@ -328,7 +341,7 @@ impl Tunnel {
                 down,
                 &mut self.to_client,
                 Side::Target,
-                scratch,
+                pool,
                 &mut budget,
             )?;
             progressed |= moved;
@@ -385,7 +398,7 @@ impl Tunnel {
     }
 
     fn client_authenticated(&mut self) {
-        let certs = self.down.tls_session().and_then(|c| c.peer_certificates());
+        let certs = self.down.peer_certificates();
         self.subject = certs.and_then(|c| c.first()).and_then(|c| subject(c));
         log::debug!(
             "tunnel {}: client {} finished TLS handshake{}",
@@ -447,7 +460,7 @@ fn pump(
     dst: &mut Endpoint,
     dir: &mut Direction,
     src_side: Side,
-    scratch: &mut [u8],
+    pool: &mut BufferPool,
     budget: &mut usize,
 ) -> Result<bool, EndReason> {
     if dir.finished.is_some() || *budget == 0 {
@@ -457,7 +470,7 @@ fn pump(
         Side::Client => Side::Target,
         Side::Target => Side::Client,
     };
-    let r = relay(src, dst, scratch, *budget).map_err(|e| match e {
+    let r = relay(src, dst, pool, *budget).map_err(|e| match e {
         RelayError::Source(e) => failure(src_side, e),
         RelayError::Sink(e) => failure(dst_side, e),
     })?;
@@ -518,9 +531,9 @@ fn connected(socket: &Socket) -> io::Result<bool> {
 fn target_endpoint(route: &Route, socket: Socket) -> Result<Endpoint, EndReason> {
     match &route.target {
         Target::Tcp { tls: Some(tls), .. } => {
-            let conn = ClientConnection::new(tls.config.clone(), tls.server_name.clone())
+            let conn = UnbufferedClientConnection::new(tls.config.clone(), tls.server_name.clone())
                 .map_err(|e| EndReason::Tls(Side::Target, e))?;
-            Ok(Endpoint::tls(socket, Connection::Client(conn)))
+            Ok(Endpoint::tls(socket, Session::Client(conn)))
         }
         _ => Ok(Endpoint::plain(socket)),
     }

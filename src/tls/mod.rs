@@ -19,10 +19,6 @@ pub use pem::Pem;
 
 use crate::error::StartError;
 
-/// Bytes of plaintext and of pending TLS records rustls may hold per direction. This is the
-/// only relay buffering moat has (see `endpoint.rs`), so it bounds a tunnel's memory.
-pub const BUFFER_LIMIT: usize = 16 * 1024;
-
 /// The one provider moat uses: aws-lc-rs, with its default cipher suites and groups.
 pub fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::aws_lc_rs::default_provider())

@@ -116,8 +116,13 @@ impl Moat {
 
     /// Sends SIGTERM (to our own child, by PID).
     pub fn terminate(&self) {
+        self.signal("TERM");
+    }
+
+    /// Sends a signal such as `USR1` (to our own child, by PID).
+    pub fn signal(&self, name: &str) {
         let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
+            .args([&format!("-{name}"), &self.child.id().to_string()])
             .status()
             .expect("run kill");
         assert!(status.success());

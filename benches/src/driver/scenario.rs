@@ -129,6 +129,7 @@ pub fn all(handshake_concurrency: usize) -> Vec<Scenario> {
         bulk("download-1", "1 stream reading from a source", false, 1),
         bulk("download-8", "8 streams reading from a source", false, 8),
         idle("idle-1000", "1,000 echo-checked tunnels held open", 1000),
+        idle("idle-2000", "2,000 echo-checked tunnels held open", 2000),
         idle("idle-9000", "9,000 echo-checked tunnels held open", 9000),
         Scenario {
             name: "rr-100",

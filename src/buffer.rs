@@ -1,0 +1,259 @@
+//! Fixed-capacity byte buffers, lent by a pool while there are bytes to hold.
+//!
+//! A TLS end needs room for ciphertext on its way in, plaintext on its way to the other
+//! end, and ciphertext on its way out; but an idle tunnel has nothing in flight. So a
+//! [`Held`] takes a [`Buffer`] from the [`BufferPool`] when the first byte arrives and gives
+//! it back as soon as the last byte leaves: an idle tunnel holds no buffer at all, and
+//! the pool's count of buffers in use shows it ([`BufferPool::in_use`]).
+//!
+//! Every buffer has the same capacity, [`BUFFER_SIZE`], and never grows: a full buffer
+//! means "stop reading that side" (backpressure). The pool keeps a bounded number of spare
+//! buffers for reuse, so a burst does not leave its memory parked in the pool forever.
+
+/// Capacity of every buffer: room for one full TLS record (16 KiB of plaintext plus at most
+/// 256 bytes of overhead) with plenty to spare, so bulk reads take two records per syscall.
+pub const BUFFER_SIZE: usize = 32 * 1024;
+
+/// Spare buffers the pool keeps for reuse by default (512 KiB at [`BUFFER_SIZE`]).
+pub const DEFAULT_SPARES: usize = 16;
+
+/// A fixed-capacity byte buffer.
+#[derive(Debug)]
+pub struct Buffer {
+    bytes: Box<[u8]>,
+}
+
+impl Buffer {
+    /// All of the buffer's bytes.
+    pub fn as_mut_slice(&mut self) -> &mut [u8] {
+        &mut self.bytes
+    }
+}
+
+/// Lends [`Buffer`]s and counts those lent out.
+#[derive(Debug)]
+pub struct BufferPool {
+    spare: Vec<Buffer>,
+    max_spare: usize,
+    in_use: usize,
+}
+
+impl BufferPool {
+    /// A pool that keeps at most `max_spare` returned buffers for reuse.
+    pub fn new(max_spare: usize) -> Self {
+        Self {
+            spare: Vec::new(),
+            max_spare,
+            in_use: 0,
+        }
+    }
+
+    /// Lends a buffer of [`BUFFER_SIZE`] bytes (a spare one if there is one).
+    pub fn take(&mut self) -> Buffer {
+        self.in_use += 1;
+        self.spare.pop().unwrap_or_else(|| Buffer {
+            bytes: vec![0; BUFFER_SIZE].into_boxed_slice(),
+        })
+    }
+
+    /// Takes a buffer back. Its contents are not cleared: whoever takes it next writes
+    /// before reading.
+    pub fn give(&mut self, buffer: Buffer) {
+        self.in_use = self.in_use.saturating_sub(1);
+        if self.spare.len() < self.max_spare {
+            self.spare.push(buffer);
+        }
+    }
+
+    /// Buffers lent out and not yet given back.
+    pub fn in_use(&self) -> usize {
+        self.in_use
+    }
+
+    /// Buffers kept for reuse.
+    pub fn spare(&self) -> usize {
+        self.spare.len()
+    }
+}
+
+impl Default for BufferPool {
+    fn default() -> Self {
+        Self::new(DEFAULT_SPARES)
+    }
+}
+
+/// Bytes waiting in a lent buffer, as the window `start..end` of it; no buffer when empty.
+///
+/// Bytes are appended at the end ([`Held::spare_mut`], then [`Held::fill`]) and taken from
+/// the front ([`Held::consume`]). The buffer goes back to the pool the moment the window
+/// becomes empty.
+#[derive(Debug, Default)]
+pub struct Held {
+    buffer: Option<Buffer>,
+    start: usize,
+    end: usize,
+}
+
+impl Held {
+    /// The bytes waiting.
+    pub fn data(&self) -> &[u8] {
+        match &self.buffer {
+            Some(b) => b.bytes.get(self.start..self.end).unwrap_or_default(),
+            None => &[],
+        }
+    }
+
+    /// The bytes waiting, writable (TLS records are decrypted in place).
+    pub fn data_mut(&mut self) -> &mut [u8] {
+        match &mut self.buffer {
+            Some(b) => b.bytes.get_mut(self.start..self.end).unwrap_or_default(),
+            None => &mut [],
+        }
+    }
+
+    /// Number of bytes waiting.
+    pub fn len(&self) -> usize {
+        self.end - self.start
+    }
+
+    /// Whether nothing is waiting (and so no buffer is held).
+    pub fn is_empty(&self) -> bool {
+        self.start == self.end
+    }
+
+    /// Bytes that could still be added, counting the space freed at the front.
+    pub fn free(&self) -> usize {
+        BUFFER_SIZE - self.len()
+    }
+
+    /// All the free space, contiguous, after the waiting bytes: takes a buffer from the pool
+    /// if none is held, and moves the waiting bytes to the front if they are not there.
+    /// Call [`Held::fill`] with the number of bytes written into it.
+    pub fn spare_mut(&mut self, pool: &mut BufferPool) -> &mut [u8] {
+        let buffer = self.buffer.get_or_insert_with(|| pool.take());
+        if self.start > 0 {
+            buffer.bytes.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        }
+        buffer.bytes.get_mut(self.end..).unwrap_or_default()
+    }
+
+    /// Records that `n` bytes were written into the slice from [`Held::spare_mut`]; gives
+    /// the buffer back if it is still empty.
+    pub fn fill(&mut self, n: usize, pool: &mut BufferPool) {
+        self.end = (self.end + n).min(BUFFER_SIZE);
+        self.give_back_if_empty(pool);
+    }
+
+    /// Appends as much of `bytes` as fits; returns how much that was.
+    pub fn extend(&mut self, bytes: &[u8], pool: &mut BufferPool) -> usize {
+        let n = bytes.len().min(self.free());
+        if n > 0 {
+            if let Some(spare) = self.spare_mut(pool).get_mut(..n) {
+                spare.copy_from_slice(&bytes[..n]);
+                self.fill(n, pool);
+                return n;
+            }
+        }
+        0
+    }
+
+    /// Drops `n` bytes from the front; the buffer goes back to the pool once empty.
+    pub fn consume(&mut self, n: usize, pool: &mut BufferPool) {
+        self.start = (self.start + n).min(self.end);
+        self.give_back_if_empty(pool);
+    }
+
+    /// Gives the buffer back whatever it holds (the end is closing).
+    pub fn release(&mut self, pool: &mut BufferPool) {
+        if let Some(buffer) = self.buffer.take() {
+            pool.give(buffer);
+        }
+        self.start = 0;
+        self.end = 0;
+    }
+
+    fn give_back_if_empty(&mut self, pool: &mut BufferPool) {
+        if self.is_empty() {
+            self.release(pool);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_empty_window_holds_no_buffer() {
+        let mut pool = BufferPool::new(4);
+        let mut held = Held::default();
+        assert!(held.is_empty());
+        assert_eq!(held.data(), b"");
+        assert_eq!(held.free(), BUFFER_SIZE);
+        // Asking for space and writing nothing gives the buffer straight back.
+        let _ = held.spare_mut(&mut pool);
+        assert_eq!(pool.in_use(), 1);
+        held.fill(0, &mut pool);
+        assert_eq!(pool.in_use(), 0);
+        assert_eq!(pool.spare(), 1);
+    }
+
+    #[test]
+    fn bytes_in_take_a_buffer_and_bytes_out_return_it() {
+        let mut pool = BufferPool::new(4);
+        let mut held = Held::default();
+        assert_eq!(held.extend(b"hello world", &mut pool), 11);
+        assert_eq!(pool.in_use(), 1);
+        assert_eq!(held.data(), b"hello world");
+        held.consume(6, &mut pool);
+        assert_eq!(held.data(), b"world");
+        assert_eq!(pool.in_use(), 1);
+        held.consume(5, &mut pool);
+        assert!(held.is_empty());
+        assert_eq!(pool.in_use(), 0);
+    }
+
+    #[test]
+    fn a_full_buffer_takes_no_more_and_free_space_is_made_contiguous() {
+        let mut pool = BufferPool::new(4);
+        let mut held = Held::default();
+        let big = vec![7u8; BUFFER_SIZE + 100];
+        assert_eq!(held.extend(&big, &mut pool), BUFFER_SIZE);
+        assert_eq!(held.free(), 0);
+        assert_eq!(held.extend(b"x", &mut pool), 0);
+        held.consume(BUFFER_SIZE - 3, &mut pool);
+        assert_eq!(held.extend(b"abc", &mut pool), 3);
+        assert_eq!(held.data(), &[7, 7, 7, b'a', b'b', b'c']);
+        assert_eq!(held.spare_mut(&mut pool).len(), BUFFER_SIZE - 6);
+        held.consume(100, &mut pool);
+        assert_eq!(pool.in_use(), 0);
+    }
+
+    #[test]
+    fn the_pool_counts_lent_buffers_and_keeps_a_bounded_number_of_spares() {
+        let mut pool = BufferPool::new(2);
+        let buffers: Vec<Buffer> = (0..5).map(|_| pool.take()).collect();
+        assert_eq!(pool.in_use(), 5);
+        for buffer in buffers {
+            pool.give(buffer);
+        }
+        assert_eq!(pool.in_use(), 0);
+        assert_eq!(pool.spare(), 2);
+        let again = pool.take();
+        assert_eq!(pool.spare(), 1);
+        assert_eq!(again.bytes.len(), BUFFER_SIZE);
+        pool.give(again);
+    }
+
+    #[test]
+    fn release_returns_a_buffer_that_still_holds_bytes() {
+        let mut pool = BufferPool::new(2);
+        let mut held = Held::default();
+        held.extend(b"unsent", &mut pool);
+        held.release(&mut pool);
+        assert!(held.is_empty());
+        assert_eq!(pool.in_use(), 0);
+    }
+}

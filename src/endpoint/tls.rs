@@ -1,0 +1,526 @@
+//! A TLS end: rustls' unbuffered connection over a socket, with buffers lent by the pool.
+//!
+//! rustls' unbuffered API keeps no buffers of its own: the caller passes in the received
+//! ciphertext and an output buffer, and [`TlsEnd::process`] walks rustls' state machine
+//! (`process_tls_records`) until it rests. Three windows hold the bytes in flight, each in a
+//! buffer lent by the [`BufferPool`] only while it is not empty:
+//!
+//! ```text
+//! socket ─▶ incoming (ciphertext) ─▶ rustls decrypts ─▶ plaintext ─▶ other end
+//! other end ─▶ rustls encrypts ─▶ outgoing (ciphertext) ─▶ socket
+//! ```
+//!
+//! Two rules keep rustls from ever handing over more than there is room for, since what
+//! it hands over cannot be handed back:
+//!
+//! - *Input*: the socket is read only as far as `plaintext` could take everything read if
+//!   it all turned out to be application data (a record's plaintext is always shorter than
+//!   its ciphertext). So a decrypted record always fits, and the sending direction never
+//!   waits for the receiving one to drain.
+//! - *Output*: rustls is asked for its next step only with room in `outgoing` for the
+//!   largest record it may emit unasked: a whole record while handshaking, afterwards a
+//!   small reserve for tickets, key updates and alerts, which application data never uses.
+
+use std::fmt;
+use std::io::{self, Read, Write};
+
+use rustls::client::UnbufferedClientConnection;
+use rustls::pki_types::CertificateDer;
+use rustls::server::UnbufferedServerConnection;
+use rustls::unbuffered::{ConnectionState, EncryptError};
+use rustls::CommonState;
+
+use super::socket::{shutdown_write, Socket};
+use super::{Chunk, EndpointError, Eof};
+use crate::buffer::{BufferPool, Held};
+
+/// The largest TLS record on the wire (TLS 1.2 allows 2 KiB of expansion over 16 KiB).
+const MAX_RECORD: usize = 5 + 16 * 1024 + 2048;
+
+/// Room kept in `outgoing` after the handshake for records rustls emits by itself: session
+/// tickets, key updates, alerts. Application data never fills it.
+const CONTROL_RESERVE: usize = 2048;
+
+/// Plaintext per record rustls produces when encrypting.
+const MAX_FRAGMENT: usize = 16 * 1024;
+
+/// An upper bound on what encryption adds to one record (header, nonce, tag, content type),
+/// with slack for a key update rustls may slip in first.
+const RECORD_OVERHEAD: usize = 64;
+
+/// A rustls session of either side.
+pub enum Session {
+    /// We accepted the connection.
+    Server(UnbufferedServerConnection),
+    /// We opened the connection.
+    Client(UnbufferedClientConnection),
+}
+
+impl Session {
+    fn common(&self) -> &CommonState {
+        match self {
+            Self::Server(conn) => conn,
+            Self::Client(conn) => conn,
+        }
+    }
+}
+
+impl fmt::Debug for Session {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let side = match self {
+            Self::Server(_) => "Server",
+            Self::Client(_) => "Client",
+        };
+        f.debug_struct(side)
+            .field("handshaking", &self.common().is_handshaking())
+            .finish_non_exhaustive()
+    }
+}
+
+/// State of the sending half of a TLS end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum WriteSide {
+    Open,
+    /// `close_notify` is in `outgoing`; TCP shutdown follows once it is written.
+    Closing,
+    Shut,
+}
+
+/// What a [`TlsEnd::process`] pass does once rustls allows application data.
+#[derive(Debug, Clone, Copy)]
+enum Intent<'a> {
+    /// Nothing: just take in what was received and write out what rustls has to say.
+    Settle,
+    /// Encrypt these bytes (at most [`TlsEnd::room`]).
+    Encrypt(&'a [u8]),
+    /// Encrypt a `close_notify` alert.
+    CloseNotify,
+}
+
+/// What one state of rustls' machine led to.
+enum Step {
+    /// Handled; ask rustls for its next state.
+    Next,
+    /// rustls waits for more records from the peer, or for us to write.
+    Rest,
+    /// The intent was carried out; the number is the plaintext encrypted.
+    Done(usize),
+}
+
+/// What a [`TlsEnd::process`] pass achieved.
+#[derive(Debug, Default, Clone, Copy)]
+struct Progress {
+    /// Records were taken in or written out.
+    moved: bool,
+    /// The intent was carried out.
+    done: bool,
+    /// Plaintext bytes encrypted.
+    encrypted: usize,
+}
+
+/// Result of one read from the socket into `incoming`.
+enum ReadIn {
+    Data,
+    Eof,
+    /// The kernel has nothing more.
+    Blocked,
+    /// No room to read into until the other end takes plaintext.
+    NoRoom,
+}
+
+/// A TLS session over a socket.
+#[derive(Debug)]
+pub struct TlsEnd {
+    socket: Socket,
+    session: Session,
+    /// Ciphertext received, not yet taken by rustls (a partial record, or records waiting
+    /// for room in `outgoing`).
+    incoming: Held,
+    /// Decrypted application data the other end has not taken yet.
+    plaintext: Held,
+    /// Records waiting for the socket.
+    outgoing: Held,
+    write_side: WriteSide,
+    /// The peer sent `close_notify`.
+    peer_closed: bool,
+    /// The socket read EOF.
+    tcp_eof: bool,
+    /// The last pass ran until rustls rested (rather than stopping for lack of output room).
+    settled: bool,
+}
+
+impl TlsEnd {
+    pub(super) fn new(socket: Socket, session: Session) -> Self {
+        Self {
+            socket,
+            session,
+            incoming: Held::default(),
+            plaintext: Held::default(),
+            outgoing: Held::default(),
+            write_side: WriteSide::Open,
+            peer_closed: false,
+            tcp_eof: false,
+            settled: true,
+        }
+    }
+
+    pub(super) fn socket_mut(&mut self) -> &mut Socket {
+        &mut self.socket
+    }
+
+    pub(super) fn is_handshaking(&self) -> bool {
+        self.session.common().is_handshaking()
+    }
+
+    pub(super) fn peer_certificates(&self) -> Option<&[CertificateDer<'static>]> {
+        self.session.common().peer_certificates()
+    }
+
+    /// Advances the handshake as far as readiness allows. Returns whether it moved.
+    pub(super) fn handshake(&mut self, pool: &mut BufferPool) -> Result<bool, EndpointError> {
+        let mut moved = self.write_out(pool)?;
+        loop {
+            moved |= self.process(pool, Intent::Settle)?.moved;
+            moved |= self.write_out(pool)?;
+            if !self.is_handshaking() || !self.socket.is_readable() {
+                return Ok(moved);
+            }
+            match self.read_in(pool)? {
+                ReadIn::Data => moved = true,
+                ReadIn::Eof => return Err(EndpointError::EofDuringHandshake),
+                ReadIn::Blocked | ReadIn::NoRoom => return Ok(moved),
+            }
+        }
+    }
+
+    /// Writes out pending records, and lets rustls go on if it stopped for lack of room.
+    pub(super) fn flush(&mut self, pool: &mut BufferPool) -> Result<bool, EndpointError> {
+        let mut wrote = self.write_out(pool)?;
+        if !self.settled {
+            wrote |= self.process(pool, Intent::Settle)?.moved;
+            wrote |= self.write_out(pool)?;
+        }
+        Ok(wrote)
+    }
+
+    /// Plaintext received and not yet taken, reading and decrypting records as readiness
+    /// allows.
+    pub(super) fn peek(&mut self, pool: &mut BufferPool) -> Result<Chunk<'_>, EndpointError> {
+        while self.plaintext.is_empty() {
+            if self.peer_closed {
+                return Ok(Chunk::Eof(Eof::Clean));
+            }
+            // Records already received come first (they may also ask for an answer).
+            self.process(pool, Intent::Settle)?;
+            self.write_out(pool)?;
+            if !self.plaintext.is_empty() || self.peer_closed {
+                continue;
+            }
+            if self.tcp_eof {
+                // Records may still wait for room in `outgoing`; only then is it the end.
+                return Ok(if self.settled {
+                    Chunk::Eof(Eof::Truncated)
+                } else {
+                    Chunk::Pending
+                });
+            }
+            if !self.socket.is_readable() {
+                return Ok(Chunk::Pending);
+            }
+            match self.read_in(pool)? {
+                ReadIn::Data => {}
+                ReadIn::Eof => self.tcp_eof = true,
+                ReadIn::Blocked | ReadIn::NoRoom => return Ok(Chunk::Pending),
+            }
+        }
+        Ok(Chunk::Data(self.plaintext.data()))
+    }
+
+    /// Marks `n` bytes of the last [`Chunk::Data`] as taken.
+    pub(super) fn consume(&mut self, n: usize, pool: &mut BufferPool) {
+        self.plaintext.consume(n, pool);
+    }
+
+    /// Plaintext bytes [`TlsEnd::send`] is sure to take right now.
+    pub(super) fn room(&self) -> usize {
+        if self.write_side != WriteSide::Open || !self.settled || self.is_handshaking() {
+            return 0;
+        }
+        let space = self.outgoing.free().saturating_sub(CONTROL_RESERVE);
+        let records = space / MAX_FRAGMENT + 1;
+        space.saturating_sub(records * RECORD_OVERHEAD)
+    }
+
+    /// Encrypts as much of `data` as there is room for; returns how much that was.
+    pub(super) fn send(
+        &mut self,
+        data: &[u8],
+        pool: &mut BufferPool,
+    ) -> Result<usize, EndpointError> {
+        let n = data.len().min(self.room());
+        let Some(data) = data.get(..n).filter(|d| !d.is_empty()) else {
+            return Ok(0);
+        };
+        let sent = self.process(pool, Intent::Encrypt(data))?.encrypted;
+        self.write_out(pool)?;
+        Ok(sent)
+    }
+
+    /// Queues `close_notify`, then shuts TCP down once it is written. Returns whether the
+    /// sending half is completely shut.
+    pub(super) fn shut_write(&mut self, pool: &mut BufferPool) -> Result<bool, EndpointError> {
+        if self.write_side == WriteSide::Open && self.process(pool, Intent::CloseNotify)?.done {
+            self.write_side = WriteSide::Closing;
+        }
+        self.write_out(pool)?;
+        Ok(self.write_side == WriteSide::Shut)
+    }
+
+    /// Gives every buffer back to the pool (the end is being dropped).
+    pub(super) fn release(&mut self, pool: &mut BufferPool) {
+        self.incoming.release(pool);
+        self.plaintext.release(pool);
+        self.outgoing.release(pool);
+    }
+
+    /// Room `outgoing` must have before rustls is asked for its next step.
+    fn output_reserve(&self) -> usize {
+        if self.is_handshaking() {
+            MAX_RECORD
+        } else {
+            CONTROL_RESERVE
+        }
+    }
+
+    /// Runs rustls over the received records until it rests, carrying out `intent` when
+    /// it allows application data. After a TLS error, the alert rustls queued is written
+    /// out before the error is returned, so the peer learns why.
+    fn process(
+        &mut self,
+        pool: &mut BufferPool,
+        intent: Intent<'_>,
+    ) -> Result<Progress, EndpointError> {
+        let mut progress = Progress::default();
+        let mut failure = None;
+        loop {
+            if self.outgoing.free() < self.output_reserve() {
+                self.write_out(pool)?;
+                if self.outgoing.free() < self.output_reserve() {
+                    // Go on when the socket has taken more; readiness will tell.
+                    self.settled = false;
+                    break;
+                }
+            }
+            let step = self.step(pool, intent);
+            match step {
+                Ok(Step::Next) => progress.moved = true,
+                Ok(Step::Rest) => {
+                    self.settled = true;
+                    break;
+                }
+                Ok(Step::Done(n)) => {
+                    progress = Progress {
+                        moved: true,
+                        done: true,
+                        encrypted: n,
+                    };
+                    self.settled = true;
+                    break;
+                }
+                // One more pass takes the alert rustls queued for the peer.
+                Err(EndpointError::Tls(e)) if failure.is_none() => failure = Some(e),
+                Err(_) if failure.is_some() => break,
+                Err(e) => return Err(e),
+            }
+        }
+        match failure {
+            Some(e) => {
+                let _ = self.write_out(pool);
+                Err(EndpointError::Tls(e))
+            }
+            None => Ok(progress),
+        }
+    }
+
+    /// Asks rustls for its next state, handles it, and discards the records it took.
+    fn step(&mut self, pool: &mut BufferPool, intent: Intent<'_>) -> Result<Step, EndpointError> {
+        let Self {
+            session,
+            incoming,
+            plaintext,
+            outgoing,
+            peer_closed,
+            ..
+        } = self;
+        let mut out = Output {
+            plaintext,
+            outgoing,
+            peer_closed,
+            pool,
+        };
+        let (discard, step) = match session {
+            Session::Server(conn) => {
+                let status = conn.process_tls_records(incoming.data_mut());
+                (status.discard, out.handle(status.state, intent))
+            }
+            Session::Client(conn) => {
+                let status = conn.process_tls_records(incoming.data_mut());
+                (status.discard, out.handle(status.state, intent))
+            }
+        };
+        incoming.consume(discard, pool);
+        match step {
+            Ok(Step::Rest) if discard > 0 => Ok(Step::Next),
+            other => other,
+        }
+    }
+
+    /// Reads ciphertext from the socket, no more than `plaintext` could take (see the
+    /// module notes).
+    fn read_in(&mut self, pool: &mut BufferPool) -> Result<ReadIn, EndpointError> {
+        let limit = self.plaintext.free().saturating_sub(self.incoming.len());
+        let spare = self.incoming.spare_mut(pool);
+        let want = limit.min(spare.len());
+        let result = match spare.get_mut(..want) {
+            Some(space) if !space.is_empty() => self.socket.read(space),
+            _ => {
+                self.incoming.fill(0, pool);
+                // rustls saw all of a full buffer and still wants more: a handshake
+                // message larger than the buffer.
+                if self.settled && self.plaintext.is_empty() {
+                    return Err(EndpointError::Io(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        "TLS message larger than the receive buffer",
+                    )));
+                }
+                return Ok(ReadIn::NoRoom);
+            }
+        };
+        match result {
+            Ok(0) => {
+                self.incoming.fill(0, pool);
+                Ok(ReadIn::Eof)
+            }
+            Ok(n) => {
+                self.incoming.fill(n, pool);
+                Ok(ReadIn::Data)
+            }
+            Err(e) => {
+                self.incoming.fill(0, pool);
+                match e.kind() {
+                    io::ErrorKind::WouldBlock => Ok(ReadIn::Blocked),
+                    _ => Err(e.into()),
+                }
+            }
+        }
+    }
+
+    /// Writes `outgoing` to the socket as far as it takes it; shuts TCP down after
+    /// `close_notify`. Returns whether anything was written.
+    fn write_out(&mut self, pool: &mut BufferPool) -> Result<bool, EndpointError> {
+        let mut wrote = false;
+        while !self.outgoing.is_empty() && self.socket.is_writable() {
+            match self.socket.write(self.outgoing.data()) {
+                Ok(0) => return Err(io::Error::from(io::ErrorKind::WriteZero).into()),
+                Ok(n) => {
+                    self.outgoing.consume(n, pool);
+                    wrote = true;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        if self.write_side == WriteSide::Closing && self.outgoing.is_empty() && self.settled {
+            shutdown_write(&self.socket)?;
+            self.write_side = WriteSide::Shut;
+        }
+        Ok(wrote)
+    }
+}
+
+/// What handling one of rustls' states may touch: everything but the received records,
+/// which rustls is holding while the state lives.
+struct Output<'a> {
+    plaintext: &'a mut Held,
+    outgoing: &'a mut Held,
+    peer_closed: &'a mut bool,
+    pool: &'a mut BufferPool,
+}
+
+impl Output<'_> {
+    /// Lets `write` put records into the free space of `outgoing`.
+    fn write_with<E>(
+        &mut self,
+        write: impl FnOnce(&mut [u8]) -> Result<usize, E>,
+    ) -> Result<usize, E> {
+        let result = write(self.outgoing.spare_mut(self.pool));
+        self.outgoing
+            .fill(result.as_ref().map_or(0, |n| *n), self.pool);
+        result
+    }
+
+    fn handle<Data>(
+        &mut self,
+        state: Result<ConnectionState<'_, '_, Data>, rustls::Error>,
+        intent: Intent<'_>,
+    ) -> Result<Step, EndpointError> {
+        match state.map_err(EndpointError::Tls)? {
+            ConnectionState::ReadTraffic(mut records) => {
+                while let Some(len) = records.peek_len() {
+                    if len.get() > self.plaintext.free() {
+                        // `read_in` keeps room for every record it can complete.
+                        return Err(internal("decrypted record does not fit"));
+                    }
+                    match records.next_record() {
+                        Some(Ok(record)) => {
+                            self.plaintext.extend(record.payload, self.pool);
+                        }
+                        Some(Err(e)) => return Err(EndpointError::Tls(e)),
+                        None => break,
+                    }
+                }
+                Ok(Step::Next)
+            }
+            ConnectionState::EncodeTlsData(mut record) => {
+                // `process` keeps room for any record rustls emits unasked.
+                self.write_with(|spare| record.encode(spare))
+                    .map_err(|e| internal(&e.to_string()))?;
+                Ok(Step::Next)
+            }
+            // The records are in `outgoing`, ahead of anything written later.
+            ConnectionState::TransmitTlsData(transmit) => {
+                transmit.done();
+                Ok(Step::Next)
+            }
+            ConnectionState::PeerClosed => {
+                *self.peer_closed = true;
+                Ok(Step::Next)
+            }
+            ConnectionState::BlockedHandshake | ConnectionState::Closed => Ok(Step::Rest),
+            ConnectionState::WriteTraffic(mut traffic) => {
+                let written = match intent {
+                    Intent::Settle => return Ok(Step::Rest),
+                    Intent::Encrypt(data) => self
+                        .write_with(|spare| traffic.encrypt(data, spare))
+                        .map(|_| data.len()),
+                    Intent::CloseNotify => self
+                        .write_with(|spare| traffic.queue_close_notify(spare))
+                        .map(|_| 0),
+                };
+                match written {
+                    Ok(taken) => Ok(Step::Done(taken)),
+                    // `room` promised more than there is; take nothing now.
+                    Err(EncryptError::InsufficientSize(_)) => Ok(Step::Rest),
+                    Err(e) => Err(internal(&e.to_string())),
+                }
+            }
+            // 0-RTT is off, so rustls never offers early data.
+            ConnectionState::ReadEarlyData(_) => Err(internal("unexpected early data")),
+            _ => Err(internal("unknown TLS connection state")),
+        }
+    }
+}
+
+fn internal(what: &str) -> EndpointError {
+    EndpointError::Io(io::Error::other(format!("TLS buffering: {what}")))
+}
