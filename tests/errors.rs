@@ -200,7 +200,11 @@ fn unknown_flag_and_missing_value() {
     let pki = Pki::new();
     let mut args = server(&pki, &[]);
     args.push("--frobnicate".into());
-    fails(&strs(&args), 2, &["unknown flag --frobnicate", "moat --help"]);
+    fails(
+        &strs(&args),
+        2,
+        &["unknown flag --frobnicate", "moat --help"],
+    );
     args.pop();
     args.push("--idle-timeout".into());
     fails(&strs(&args), 2, &["--idle-timeout needs a value"]);
