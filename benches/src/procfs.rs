@@ -1,6 +1,7 @@
 //! What the driver and the generator read from `/proc`: CPU time and resident memory of a
 //! process, and the open-file limit.
 
+use std::collections::HashMap;
 use std::fs;
 use std::time::Duration;
 
@@ -142,6 +143,18 @@ pub fn cpu_ticks() -> Result<Vec<CpuTicks>> {
     Ok(cpus)
 }
 
+/// How busy each CPU is over `interval`, in percent.
+pub fn busy_pct_over(interval: Duration) -> Result<Vec<f64>> {
+    let before = cpu_ticks()?;
+    std::thread::sleep(interval);
+    let after = cpu_ticks()?;
+    Ok(after
+        .iter()
+        .zip(&before)
+        .map(|(a, b)| a.busy_pct_since(b))
+        .collect())
+}
+
 /// A snapshot of CPU time for a set of processes and for each CPU, used to measure a window.
 #[derive(Debug, Clone, Default)]
 pub struct CpuSample {
@@ -149,12 +162,18 @@ pub struct CpuSample {
     pub generator: Duration,
     pub backend: Duration,
     pub cpus: Vec<CpuTicks>,
+    /// CPU ticks of every other user-space process (with its reaped children), by PID.
+    pub others: HashMap<u32, u64>,
 }
 
 impl CpuSample {
     /// Reads the target's, this process's and (if known) the backend's CPU time.
     pub fn take(target: u32, backend: Option<u32>) -> Result<CpuSample> {
+        // SAFETY: getppid has no preconditions.
+        let parent = unsafe { libc::getppid() } as u32;
+        let ours = [target, std::process::id(), backend.unwrap_or(0), parent];
         Ok(CpuSample {
+            others: other_process_ticks(&ours),
             target: cpu_time(target)?,
             generator: cpu_time(std::process::id())?,
             backend: match backend {
@@ -164,4 +183,57 @@ impl CpuSample {
             cpus: cpu_ticks()?,
         })
     }
+}
+
+impl CpuSample {
+    /// CPU time that processes outside the benchmark used between `earlier` and `self`,
+    /// counting a process that started in between from zero. A process that both started and
+    /// ended in between is counted once its parent reaps it (as the parent's child time).
+    pub fn others_since(&self, earlier: &CpuSample) -> Duration {
+        let ticks: u64 = self
+            .others
+            .iter()
+            .map(|(pid, &now)| now.saturating_sub(earlier.others.get(pid).copied().unwrap_or(0)))
+            .sum();
+        Duration::from_secs_f64(ticks as f64 / clock_ticks_per_second() as f64)
+    }
+}
+
+/// utime + stime + cutime + cstime of every user-space process except `ours`, by PID.
+/// Kernel threads (PID 2 and its children) are left out: on loopback, much of their work
+/// is our own network traffic.
+fn other_process_ticks(ours: &[u32]) -> HashMap<u32, u64> {
+    let mut ticks = HashMap::new();
+    let Ok(dir) = fs::read_dir("/proc") else {
+        return ticks;
+    };
+    for entry in dir.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if ours.contains(&pid) || pid == 2 {
+            continue;
+        }
+        let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue; // it ended meanwhile
+        };
+        let Some(after) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
+            continue;
+        };
+        let fields: Vec<u64> = after
+            .split_whitespace()
+            .skip(1)
+            .map(|f| f.parse().unwrap_or(0))
+            .collect();
+        // After the state: ppid is field 4 (index 0 here); utime..cstime are 14..17 (10..13).
+        if fields.len() < 14 || fields[0] == 2 {
+            continue;
+        }
+        ticks.insert(pid, fields[10..14].iter().sum());
+    }
+    ticks
 }

@@ -7,6 +7,9 @@ use super::targets::Kind;
 /// Above this share a CPU (or the target process) counts as saturated.
 const SATURATED_PCT: f64 = 90.0;
 
+/// Load from processes outside the benchmark worth calling out, in percent of a CPU.
+pub const FOREIGN_LOAD_PCT: f64 = 5.0;
+
 /// What every handshake should negotiate; anything else is called out in the notes.
 const EXPECTED_NEGOTIATION: &str = "TLS13_AES_256_GCM_SHA384/X25519";
 
@@ -76,6 +79,12 @@ impl Row {
                 m.num("rss_base_kib") / 1024.0,
                 m.num("rss_kib") / 1024.0,
                 m.target_cpu_pct()
+            ));
+        }
+        let other = m.num("other_cpu");
+        if other >= FOREIGN_LOAD_PCT {
+            notes.push(format!(
+                "other processes used {other:.0}% of a CPU meanwhile"
             ));
         }
         match m.text("negotiated") {

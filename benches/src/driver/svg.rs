@@ -4,10 +4,10 @@
 use super::report::{fmt_num, Row};
 use super::targets::Kind;
 
-const WIDTH: f64 = 900.0;
+const WIDTH: f64 = 920.0;
 const LABEL_X: f64 = 20.0;
 const BAR_X: f64 = 110.0;
-const BAR_MAX: f64 = 620.0;
+const BAR_MAX: f64 = 600.0;
 const BAR_H: f64 = 16.0;
 const BAR_GAP: f64 = 4.0;
 const TITLE_H: f64 = 26.0;
@@ -59,6 +59,10 @@ pub fn chart(rows: &[Row], title: &str) -> String {
             .iter()
             .filter_map(|r| r.per_cpu())
             .fold(0.0_f64, f64::max);
+        let tokio = group
+            .iter()
+            .find(|r| r.target == Kind::Tokio)
+            .and_then(|r| r.per_cpu());
         for row in group {
             body.push_str(&format!(
                 "<text x=\"{LABEL_X}\" y=\"{:.0}\">{}</text>\n",
@@ -72,9 +76,15 @@ pub fn chart(rows: &[Row], title: &str) -> String {
                     } else {
                         1.0
                     };
+                    let versus = match tokio {
+                        Some(t) if t > 0.0 && row.target != Kind::Tokio => {
+                            format!("  ({:.2}× tokio)", v / t)
+                        }
+                        _ => String::new(),
+                    };
                     body.push_str(&format!(
                         "<rect x=\"{BAR_X}\" y=\"{y:.0}\" width=\"{w:.1}\" height=\"{BAR_H}\" fill=\"{}\"/>\n\
-                         <text x=\"{:.1}\" y=\"{:.0}\">{}</text>\n",
+                         <text x=\"{:.1}\" y=\"{:.0}\">{}{versus}</text>\n",
                         colour(row.target),
                         BAR_X + w + 6.0,
                         y + BAR_H - 4.0,

@@ -322,6 +322,8 @@ impl Report {
         r.put("target_cpu", secs(b.target - a.target));
         r.put("gen_cpu", secs(b.generator - a.generator));
         r.put("backend_cpu", secs(b.backend - a.backend));
+        let others = b.others_since(a).as_secs_f64() * 100.0 / w.secs.max(1e-9);
+        r.put("other_cpu", format!("{others:.1}"));
         for (i, (end, start)) in b.cpus.iter().zip(&a.cpus).enumerate().take(2) {
             let (busy, irq) = (end.busy_pct_since(start), end.irq_pct_since(start));
             r.put(["cpu0_busy", "cpu1_busy"][i], format!("{busy:.1}"));
