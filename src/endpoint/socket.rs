@@ -51,48 +51,36 @@ impl Socket {
     }
 }
 
-/// Reads clear `readable` when the kernel has nothing more; `Interrupted` is retried.
-impl Read for Socket {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        loop {
-            match self.stream.read(buf) {
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    self.readable = false;
-                    return Err(e);
-                }
-                other => return other,
+/// Runs one socket call: retries it when a signal interrupted it, and clears `ready` when
+/// the kernel says `WouldBlock` — the one place readiness flags go down.
+fn io_call<T>(ready: &mut bool, mut call: impl FnMut() -> io::Result<T>) -> io::Result<T> {
+    loop {
+        match call() {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                *ready = false;
+                return Err(e);
             }
+            other => return other,
         }
     }
 }
 
-/// Writes clear `writable` when the kernel's send buffer is full; `Interrupted` is retried.
+/// Reads clear `readable` when the kernel has nothing more.
+impl Read for Socket {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        io_call(&mut self.readable, || self.stream.read(buf))
+    }
+}
+
+/// Writes clear `writable` when the kernel's send buffer is full.
 impl Write for Socket {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        loop {
-            match self.stream.write(buf) {
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    self.writable = false;
-                    return Err(e);
-                }
-                other => return other,
-            }
-        }
+        io_call(&mut self.writable, || self.stream.write(buf))
     }
 
     fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
-        loop {
-            match self.stream.write_vectored(bufs) {
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    self.writable = false;
-                    return Err(e);
-                }
-                other => return other,
-            }
-        }
+        io_call(&mut self.writable, || self.stream.write_vectored(bufs))
     }
 
     fn flush(&mut self) -> io::Result<()> {
