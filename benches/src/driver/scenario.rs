@@ -234,3 +234,31 @@ fn ratio(a: f64, b: f64) -> f64 {
         0.0
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn result_line_becomes_figures() {
+        let m =
+            Measured::parse("RESULT secs=2.000 ops=1000 bytes=4000000 target_cpu=0.500").unwrap();
+        assert_eq!(m.figure(FigureKind::Handshakes), 500.0);
+        assert_eq!(m.per_cpu(FigureKind::Handshakes), 2000.0);
+        assert_eq!(m.figure(FigureKind::Megabytes), 2.0);
+        assert_eq!(m.per_cpu(FigureKind::Megabytes), 8.0);
+        assert_eq!(m.target_cpu_pct(), 25.0);
+        assert!(Measured::parse("something else").is_none());
+    }
+
+    #[test]
+    fn scenario_names_are_unique() {
+        let all = all(HANDSHAKE_CONCURRENCY);
+        for (i, s) in all.iter().enumerate() {
+            assert!(all[i + 1..].iter().all(|t| t.name != s.name), "{}", s.name);
+        }
+        for name in QUICK {
+            assert!(all.iter().any(|s| s.name == *name), "{name}");
+        }
+    }
+}

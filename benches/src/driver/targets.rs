@@ -297,3 +297,27 @@ pub fn find_program(names: &[&str]) -> Option<PathBuf> {
         .flat_map(|name| dirs.iter().map(move |d| d.join(name)))
         .find(|p| p.is_file())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_the_listening_address() {
+        let dir = std::env::temp_dir().join(format!("moat-bench-test-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let log = dir.join("t.log");
+        fs::write(
+            &log,
+            "starting\nmoat: server: listening on 127.0.0.1:4433, forwarding to x\n",
+        )
+        .unwrap();
+        assert_eq!(
+            listening_line(&log),
+            Some("127.0.0.1:4433".parse().unwrap())
+        );
+        fs::write(&log, "nothing yet\n").unwrap();
+        assert_eq!(listening_line(&log), None);
+        let _ = fs::remove_dir_all(&dir);
+    }
+}

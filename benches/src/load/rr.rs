@@ -81,3 +81,17 @@ fn percentile(sorted: &[u64], q: f64) -> f64 {
     let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
     sorted[rank - 1] as f64
 }
+
+#[cfg(test)]
+mod tests {
+    use super::percentile;
+
+    #[test]
+    fn nearest_rank() {
+        let samples: Vec<u64> = (1..=1000).collect();
+        assert_eq!(percentile(&samples, 0.5), 500.0);
+        assert_eq!(percentile(&samples, 0.99), 990.0);
+        assert_eq!(percentile(&samples, 0.999), 999.0);
+        assert_eq!(percentile(&[], 0.5), 0.0);
+    }
+}
