@@ -27,7 +27,7 @@ use slab::Slab;
 
 use crate::buffer::BufferPool;
 use crate::config::{Limits, Timeouts};
-use crate::endpoint::Socket;
+use crate::endpoint::{Readiness, Socket};
 use crate::limits::{handshake_room, HandshakeRoom, LogLimiter, PerIpCount};
 use crate::route::Route;
 use crate::timer::{TimerClass, Timers};
@@ -209,13 +209,7 @@ impl EventLoop {
                 let Some(tunnel) = self.tunnels.get_mut(key) else {
                     return;
                 };
-                // Errors and hang-ups count as readiness: the next read or write reports them.
-                let trouble = event.is_error();
-                tunnel.mark(
-                    side,
-                    event.is_readable() || event.is_read_closed() || trouble,
-                    event.is_writable() || event.is_write_closed() || trouble,
-                );
+                tunnel.mark(side, Readiness::of(event));
                 if !tunnel.queued {
                     tunnel.queued = true;
                     self.ready.push_back((key, tunnel.id));

@@ -23,7 +23,9 @@ use rustls::server::UnbufferedServerConnection;
 
 use crate::buffer::BufferPool;
 
-use crate::endpoint::{relay, Endpoint, EndpointError, Eof, RelayError, Session, Socket};
+use crate::endpoint::{
+    relay, Endpoint, EndpointError, Eof, Readiness, RelayError, Session, Socket,
+};
 use crate::route::{Route, Target};
 use crate::timer::TimerClass;
 use crate::tls::subject::subject;
@@ -149,6 +151,9 @@ enum Upstream {
 #[derive(Debug, Default)]
 struct Direction {
     bytes: u64,
+    /// The source has ended; the sink's write side is being shut.
+    ended: Option<Eof>,
+    /// The sink's write side is shut: nothing more will cross in this direction.
     finished: Option<Eof>,
 }
 
@@ -211,7 +216,7 @@ impl Tunnel {
     }
 
     /// Records readiness reported for one of the tunnel's sockets.
-    pub fn mark(&mut self, side: Side, readable: bool, writable: bool) {
+    pub fn mark(&mut self, side: Side, ready: Readiness) {
         let socket = match (side, &mut self.up) {
             (Side::Client, _) => self.down.socket_mut(),
             (Side::Target, Upstream::Connecting { socket, .. }) => Some(socket),
@@ -219,7 +224,7 @@ impl Tunnel {
             (Side::Target, Upstream::NotDialled) => None,
         };
         if let Some(socket) = socket {
-            socket.mark(readable, writable);
+            socket.mark(ready);
         }
     }
 
@@ -231,7 +236,7 @@ impl Tunnel {
             Upstream::Connecting { .. } => TimerClass::Connect,
             Upstream::Open(up) if up.is_handshaking() => TimerClass::Handshake,
             Upstream::Open(_)
-                if self.to_target.finished.is_some() || self.to_client.finished.is_some() =>
+                if self.to_target.ended.is_some() || self.to_client.ended.is_some() =>
             {
                 TimerClass::Close
             }
@@ -463,30 +468,42 @@ fn pump(
     pool: &mut BufferPool,
     budget: &mut usize,
 ) -> Result<bool, EndReason> {
-    if dir.finished.is_some() || *budget == 0 {
+    if dir.finished.is_some() {
         return Ok(false);
     }
     let dst_side = match src_side {
         Side::Client => Side::Target,
         Side::Target => Side::Client,
     };
-    let r = relay(src, dst, pool, *budget).map_err(|e| match e {
-        RelayError::Source(e) => failure(src_side, e),
-        RelayError::Sink(e) => failure(dst_side, e),
-    })?;
-    dir.bytes += r.bytes as u64;
-    *budget = if r.budget_spent {
-        0
-    } else {
-        budget.saturating_sub(r.bytes)
-    };
-    if let Some(eof) = r.finished {
-        dir.finished = Some(eof);
-        if eof == Eof::Truncated {
-            log::debug!("{src_side} closed TLS without close_notify");
+    let mut moved = false;
+    if dir.ended.is_none() && *budget > 0 {
+        let r = relay(src, dst, pool, *budget).map_err(|e| match e {
+            RelayError::Source(e) => failure(src_side, e),
+            RelayError::Sink(e) => failure(dst_side, e),
+        })?;
+        dir.bytes += r.bytes as u64;
+        *budget = if r.budget_spent {
+            0
+        } else {
+            budget.saturating_sub(r.bytes)
+        };
+        moved = r.bytes > 0;
+        if let Some(eof) = r.ended {
+            dir.ended = Some(eof);
+            moved = true;
+            if eof == Eof::Truncated {
+                log::debug!("{src_side} closed TLS without close_notify");
+            }
         }
     }
-    Ok(r.bytes > 0 || r.finished.is_some())
+    if let Some(eof) = dir.ended {
+        // Everything read has been handed to the sink; pass the end on after it.
+        if dst.shut_write(pool).map_err(|e| failure(dst_side, e))? {
+            dir.finished = Some(eof);
+            moved = true;
+        }
+    }
+    Ok(moved)
 }
 
 /// Starts a nonblocking connect to the route's next target address.
@@ -512,18 +529,16 @@ fn dial(ctx: &Ctx<'_>) -> Result<Upstream, EndReason> {
     })
 }
 
-/// Whether a nonblocking connect has finished: writable, no pending error, and a peer.
+/// Whether a nonblocking connect has finished: writable, and no error pending.
 fn connected(socket: &Socket) -> io::Result<bool> {
     if !socket.is_writable() {
         return Ok(false);
     }
-    if let Some(err) = socket.stream().take_error()? {
-        return Err(err);
-    }
-    match socket.stream().peer_addr() {
-        Ok(_) => Ok(true),
-        Err(e) if e.kind() == io::ErrorKind::NotConnected => Ok(false),
-        Err(e) => Err(e),
+    // On Linux a connecting socket turns writable only when the connect has finished, and
+    // then SO_ERROR says how; no `getpeername` is needed to confirm it.
+    match socket.stream().take_error()? {
+        Some(err) => Err(err),
+        None => Ok(true),
     }
 }
 

@@ -21,7 +21,7 @@ use rustls::pki_types::CertificateDer;
 use crate::buffer::BufferPool;
 
 use socket::shutdown_write;
-pub use socket::Socket;
+pub use socket::{Readiness, Socket};
 pub use tls::{Session, TlsEnd};
 
 /// What a mirror holds at most.
@@ -254,8 +254,8 @@ pub enum RelayError {
 pub struct Relayed {
     /// Plaintext bytes moved.
     pub bytes: usize,
-    /// Whether the source has ended and the sink's write side is shut.
-    pub finished: Option<Eof>,
+    /// Whether the source has ended (the caller then shuts the sink's write side).
+    pub ended: Option<Eof>,
     /// Whether the pass stopped because the byte budget ran out, not for lack of readiness.
     pub budget_spent: bool,
 }
@@ -264,8 +264,9 @@ pub struct Relayed {
 /// `budget` bytes have moved. Bytes read from a plain source pass through a buffer from
 /// `pool` on their way into a buffered sink; it goes back before this returns.
 ///
-/// When the source has ended, the sink's write side is shut (FIN or `close_notify`): this
-/// is how half-close crosses the tunnel.
+/// A source's end is reported once; the caller remembers it and shuts the sink's write
+/// side (FIN or `close_notify`) with [`Endpoint::shut_write`]: this is how half-close
+/// crosses the tunnel.
 pub fn relay(
     src: &mut Endpoint,
     dst: &mut Endpoint,
@@ -278,7 +279,7 @@ pub fn relay(
         if moved >= budget {
             return Ok(Relayed {
                 bytes: moved,
-                finished: None,
+                ended: None,
                 budget_spent: true,
             });
         }
@@ -302,16 +303,15 @@ pub fn relay(
         if n == 0 {
             return Ok(Relayed {
                 bytes: moved,
-                finished: None,
+                ended: None,
                 budget_spent: false,
             });
         }
         moved += n;
     };
-    let shut = dst.shut_write(pool).map_err(Sink)?;
     Ok(Relayed {
         bytes: moved,
-        finished: shut.then_some(eof),
+        ended: Some(eof),
         budget_spent: false,
     })
 }

@@ -1,15 +1,42 @@
 //! A nonblocking socket and the readiness the poll loop last reported for it.
 //!
 //! Sockets are registered once, edge-triggered, for both directions. [`Socket`] keeps that
-//! readiness as two flags: an event sets them, and a read or write that returns
-//! `WouldBlock` clears them. Code above this layer asks "is the socket readable?" and never
-//! re-arms anything; an edge is never lost because a flag stays set until the kernel itself
-//! says there is nothing more.
+//! readiness as two flags: an event sets them, and a read or write that finds the kernel
+//! empty or full (`WouldBlock`, or a short transfer) clears them. Code above this layer asks
+//! "is the socket readable?" and never re-arms anything; an edge is never lost because a
+//! flag stays set until the kernel itself has shown there is nothing more.
 
 use std::io::{self, Read, Write};
 use std::net::Shutdown;
 
 use mio::net::TcpStream;
+
+/// What the poll reported for a socket in one event.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Readiness {
+    /// Data (or EOF) to read.
+    pub readable: bool,
+    /// Room to write.
+    pub writable: bool,
+    /// The peer will send no more (FIN or reset), or the socket has an error.
+    pub read_closed: bool,
+    /// Nothing more can be sent (reset, or the socket has an error).
+    pub write_closed: bool,
+}
+
+impl Readiness {
+    /// The readiness in a poll event. An error counts as both halves closed: the next read
+    /// or write reports it.
+    pub fn of(event: &mio::event::Event) -> Self {
+        let error = event.is_error();
+        Self {
+            readable: event.is_readable(),
+            writable: event.is_writable(),
+            read_closed: event.is_read_closed() || error,
+            write_closed: event.is_write_closed() || error,
+        }
+    }
+}
 
 /// A nonblocking TCP stream and the readiness last reported for it.
 #[derive(Debug)]
@@ -17,6 +44,10 @@ pub struct Socket {
     stream: TcpStream,
     readable: bool,
     writable: bool,
+    /// Sticky: once the poll said a half is closed, it stays ready, since the kernel never
+    /// reports that edge again and the next call returns at once (EOF or the error).
+    read_closed: bool,
+    write_closed: bool,
 }
 
 impl Socket {
@@ -26,13 +57,17 @@ impl Socket {
             stream,
             readable: false,
             writable: false,
+            read_closed: false,
+            write_closed: false,
         }
     }
 
     /// Records readiness reported by the poll.
-    pub fn mark(&mut self, readable: bool, writable: bool) {
-        self.readable |= readable;
-        self.writable |= writable;
+    pub fn mark(&mut self, ready: Readiness) {
+        self.read_closed |= ready.read_closed;
+        self.write_closed |= ready.write_closed;
+        self.readable |= ready.readable || ready.read_closed;
+        self.writable |= ready.writable || ready.write_closed;
     }
 
     /// Whether a read may make progress.
@@ -51,15 +86,33 @@ impl Socket {
     }
 }
 
-/// Runs one socket call: retries it when a signal interrupted it, and clears `ready` when
-/// the kernel says `WouldBlock` — the one place readiness flags go down.
-fn io_call<T>(ready: &mut bool, mut call: impl FnMut() -> io::Result<T>) -> io::Result<T> {
+/// Runs one socket call of `len` bytes: retries it when a signal interrupted it, and clears
+/// `ready` when the kernel has no more to give or take — the one place readiness flags go
+/// down.
+///
+/// That is `WouldBlock`, and also a *short* transfer: a read that returns less than asked
+/// has drained the receive queue, and a write that takes less than offered has filled the
+/// send buffer. Edge-triggered epoll reports the next arrival or the next free space as a
+/// new event, so the flag needs no confirming `WouldBlock`, and the system call that would
+/// only have said so is saved. The exception is a half the poll has reported closed
+/// (`closed`): a FIN that arrived with the data is not announced again, so that half stays
+/// ready and the next call returns the EOF (or error) at once.
+fn io_call(
+    ready: &mut bool,
+    closed: bool,
+    len: usize,
+    mut call: impl FnMut() -> io::Result<usize>,
+) -> io::Result<usize> {
     loop {
         match call() {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 *ready = false;
                 return Err(e);
+            }
+            Ok(n) if n < len && !closed => {
+                *ready = false;
+                return Ok(n);
             }
             other => return other,
         }
@@ -69,18 +122,25 @@ fn io_call<T>(ready: &mut bool, mut call: impl FnMut() -> io::Result<T>) -> io::
 /// Reads clear `readable` when the kernel has nothing more.
 impl Read for Socket {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        io_call(&mut self.readable, || self.stream.read(buf))
+        io_call(&mut self.readable, self.read_closed, buf.len(), || {
+            self.stream.read(buf)
+        })
     }
 }
 
 /// Writes clear `writable` when the kernel's send buffer is full.
 impl Write for Socket {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        io_call(&mut self.writable, || self.stream.write(buf))
+        io_call(&mut self.writable, self.write_closed, buf.len(), || {
+            self.stream.write(buf)
+        })
     }
 
     fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
-        io_call(&mut self.writable, || self.stream.write_vectored(bufs))
+        let len = bufs.iter().map(|b| b.len()).sum();
+        io_call(&mut self.writable, self.write_closed, len, || {
+            self.stream.write_vectored(bufs)
+        })
     }
 
     fn flush(&mut self) -> io::Result<()> {
