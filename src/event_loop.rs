@@ -29,6 +29,7 @@ use crate::buffer::BufferPool;
 use crate::config::{Limits, Timeouts};
 use crate::endpoint::{Readiness, Socket};
 use crate::limits::{handshake_room, HandshakeRoom, LogLimiter, PerIpCount};
+use crate::logger;
 use crate::route::Route;
 use crate::timer::{TimerClass, Timers};
 use crate::tunnel::{Ctx, EndReason, Side, Tunnel};
@@ -157,12 +158,15 @@ impl EventLoop {
     pub fn run(mut self) -> io::Result<()> {
         let mut events = Events::with_capacity(EVENT_CAPACITY);
         let mut now = Instant::now();
-        loop {
+        logger::batch(true);
+        let result = loop {
+            // The turn's log lines go out together, before the loop may sleep.
+            logger::flush();
             let timeout = self.poll_timeout(now);
             match self.poll.poll(&mut events, timeout) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
+                Err(e) => break Err(e),
             }
             now = Instant::now();
             for event in events.iter() {
@@ -172,9 +176,11 @@ impl EventLoop {
             self.drive_ready(now);
             self.expire(now);
             if self.shutdown_is_over(now) {
-                return Ok(());
+                break Ok(());
             }
-        }
+        };
+        logger::batch(false);
+        result
     }
 
     /// Zero while work is waiting; otherwise until the earliest deadline (or forever).

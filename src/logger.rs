@@ -1,10 +1,13 @@
 //! A small logger for the `log` facade: one line per record on standard error,
 //! `2026-11-26T21:55:27.123Z INFO  message`.
 //!
-//! moat logs little on the hot path (one line per finished tunnel at `info`), so a locked,
-//! unbuffered write to stderr per record is enough and keeps lines whole.
+//! While the poll loop runs, lines are gathered in a bounded buffer and written with one
+//! system call per loop turn ([`flush`]), so a burst of finished tunnels costs one `write`,
+//! not one each. Outside the loop (start-up, exit) every line is written at once.
 
 use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use log::{LevelFilter, Log, Metadata, Record};
@@ -13,6 +16,38 @@ use log::{LevelFilter, Log, Metadata, Record};
 struct StderrLogger;
 
 static LOGGER: StderrLogger = StderrLogger;
+
+/// Lines waiting for the end of the loop turn.
+static PENDING: Mutex<Vec<u8>> = Mutex::new(Vec::new());
+
+/// Whether lines wait for [`flush`] (set while the poll loop runs).
+static BATCHING: AtomicBool = AtomicBool::new(false);
+
+/// Past this many waiting bytes a line is written at once, so the buffer stays small.
+const BATCH_LIMIT: usize = 16 * 1024;
+
+/// Gathers lines until [`flush`] (`true`), or writes each at once (`false`, flushing first).
+pub fn batch(on: bool) {
+    BATCHING.store(on, Ordering::Relaxed);
+    if !on {
+        flush();
+    }
+}
+
+/// Writes the waiting lines with one system call.
+pub fn flush() {
+    let Ok(mut pending) = PENDING.lock() else {
+        return;
+    };
+    if !pending.is_empty() {
+        // A closed stderr must not take the loop down: a lost log line is the lesser harm.
+        let _ = std::io::stderr().lock().write_all(&pending);
+        pending.clear();
+        if pending.capacity() > BATCH_LIMIT * 2 {
+            pending.shrink_to(BATCH_LIMIT);
+        }
+    }
+}
 
 /// Installs the logger at `level`. Calling it twice keeps the first logger and only changes
 /// the level, so tests that start moat in-process more than once do not fail.
@@ -35,17 +70,26 @@ impl Log for StderrLogger {
         if record.target().starts_with("rustls") && log::max_level() < LevelFilter::Trace {
             return;
         }
-        let line = format!(
-            "{} {:<5} {}\n",
+        let Ok(mut pending) = PENDING.lock() else {
+            return;
+        };
+        let _ = writeln!(
+            pending,
+            "{} {:<5} {}",
             utc_timestamp(),
             record.level(),
             record.args()
         );
-        // A closed stderr must not take the loop down: a lost log line is the lesser harm.
-        let _ = std::io::stderr().lock().write_all(line.as_bytes());
+        let full = pending.len() >= BATCH_LIMIT;
+        drop(pending);
+        if full || !BATCHING.load(Ordering::Relaxed) {
+            flush();
+        }
     }
 
-    fn flush(&self) {}
+    fn flush(&self) {
+        flush();
+    }
 }
 
 /// The current time as RFC 3339 UTC with milliseconds.
