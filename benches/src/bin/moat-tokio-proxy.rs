@@ -8,7 +8,7 @@
 //!
 //! ```text
 //! moat-tokio-proxy --listen ADDR --target ADDR --cert FILE --key FILE
-//!                  (--client-ca FILE | --no-client-auth)
+//!                  (--client-ca FILE | --no-client-auth) [--handshake-timeout DUR]
 //! ```
 //!
 //! It prints `listening on ADDR` to stderr once it accepts, and ends on SIGTERM (the default
@@ -33,6 +33,7 @@ struct Options {
     cert: PathBuf,
     key: PathBuf,
     client_ca: Option<PathBuf>,
+    handshake_timeout: Duration,
 }
 
 fn main() {
@@ -80,6 +81,12 @@ fn parse(argv: &[String]) -> Result<Options, String> {
         "FILE",
     );
     opts.optflag("", "no-client-auth", "accept clients without a certificate");
+    opts.optopt(
+        "",
+        "handshake-timeout",
+        "limit on a TLS handshake (default 10s)",
+        "DUR",
+    );
     let m = opts
         .parse(argv)
         .map_err(|e| format!("{e}\n{}", opts.usage("Usage: moat-tokio-proxy [options]")))?;
@@ -98,6 +105,11 @@ fn parse(argv: &[String]) -> Result<Options, String> {
         cert: PathBuf::from(m.opt_str("cert").unwrap_or_default()),
         key: PathBuf::from(m.opt_str("key").unwrap_or_default()),
         client_ca,
+        handshake_timeout: match m.opt_str("handshake-timeout") {
+            Some(text) => moat_bench::parse_duration(&text)
+                .map_err(|e| format!("--handshake-timeout: {e}"))?,
+            None => HANDSHAKE_TIMEOUT,
+        },
     })
 }
 
@@ -122,9 +134,10 @@ async fn serve(options: Options, config: Arc<rustls::ServerConfig>) -> Result<()
         };
         let acceptor = acceptor.clone();
         let target = options.target;
+        let limit = options.handshake_timeout;
         tokio::spawn(async move {
             // One tunnel failing (bad certificate, backend down, reset) is its own business.
-            let _ = tunnel(acceptor, downstream, target).await;
+            let _ = tunnel(acceptor, downstream, target, limit).await;
         });
     }
 }
@@ -133,9 +146,10 @@ async fn tunnel(
     acceptor: TlsAcceptor,
     downstream: TcpStream,
     target: SocketAddr,
+    handshake_timeout: Duration,
 ) -> std::io::Result<()> {
     downstream.set_nodelay(true)?;
-    let mut tls = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(downstream))
+    let mut tls = tokio::time::timeout(handshake_timeout, acceptor.accept(downstream))
         .await
         .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "handshake timed out"))??;
     let mut upstream = TcpStream::connect(target).await?;
