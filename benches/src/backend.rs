@@ -2,7 +2,9 @@
 //!
 //! * **echo** writes back whatever it reads (handshake, idle and request/response scenarios);
 //! * **sink** reads and discards (bulk upload);
-//! * **source** writes an endless stream of bytes (bulk download).
+//! * **source** writes an endless stream of bytes (bulk download);
+//! * **mux** reads one byte first and then acts as source (`d`) or echo (anything else), so
+//!   that one target can carry both kinds of tunnel at once (fairness scenario).
 //!
 //! The process prints one line per backend on stdout — `echo 127.0.0.1:PORT` and so on — and
 //! then serves until it is killed. It runs on a tokio current-thread runtime: it shares CPU 1
@@ -23,16 +25,18 @@ pub enum Kind {
     Echo,
     Sink,
     Source,
+    Mux,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 3] = [Kind::Echo, Kind::Sink, Kind::Source];
+    pub const ALL: [Kind; 4] = [Kind::Echo, Kind::Sink, Kind::Source, Kind::Mux];
 
     pub fn name(self) -> &'static str {
         match self {
             Kind::Echo => "echo",
             Kind::Sink => "sink",
             Kind::Source => "source",
+            Kind::Mux => "mux",
         }
     }
 }
@@ -110,8 +114,23 @@ async fn serve(kind: Kind, mut stream: TcpStream) -> io::Result<()> {
                 stream.write_all(&buf).await?;
             }
         }
+        Kind::Mux => {
+            let mut selector = [0u8; 1];
+            stream.read_exact(&mut selector).await?;
+            let kind = if selector[0] == MUX_SOURCE {
+                Kind::Source
+            } else {
+                Kind::Echo
+            };
+            Box::pin(serve(kind, stream)).await
+        }
     }
 }
+
+/// The first byte that turns a mux connection into a source; any other makes it an echo.
+pub const MUX_SOURCE: u8 = b'd';
+/// The first byte that turns a mux connection into an echo.
+pub const MUX_ECHO: u8 = b'e';
 
 /// Bytes that are not all zero, so nothing along the way can compress them away.
 pub fn pattern(len: usize) -> Vec<u8> {

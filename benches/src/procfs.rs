@@ -173,7 +173,7 @@ impl CpuSample {
         let parent = unsafe { libc::getppid() } as u32;
         let ours = [target, std::process::id(), backend.unwrap_or(0), parent];
         Ok(CpuSample {
-            others: other_process_ticks(&ours),
+            others: other_process_ticks(&ours, parent),
             target: cpu_time(target)?,
             generator: cpu_time(std::process::id())?,
             backend: match backend {
@@ -199,10 +199,11 @@ impl CpuSample {
     }
 }
 
-/// utime + stime + cutime + cstime of every user-space process except `ours`, by PID.
-/// Kernel threads (PID 2 and its children) are left out: on loopback, much of their work
-/// is our own network traffic.
-fn other_process_ticks(ours: &[u32]) -> HashMap<u32, u64> {
+/// utime + stime + cutime + cstime of every user-space process except `ours` and the other
+/// children of `driver` (a second generator, such as a flood's attacker, is part of the
+/// benchmark), by PID. Kernel threads (PID 2 and its children) are left out: on loopback,
+/// much of their work is our own network traffic.
+fn other_process_ticks(ours: &[u32], driver: u32) -> HashMap<u32, u64> {
     let mut ticks = HashMap::new();
     let Ok(dir) = fs::read_dir("/proc") else {
         return ticks;
@@ -230,7 +231,8 @@ fn other_process_ticks(ours: &[u32]) -> HashMap<u32, u64> {
             .map(|f| f.parse().unwrap_or(0))
             .collect();
         // After the state: ppid is field 4 (index 0 here); utime..cstime are 14..17 (10..13).
-        if fields.len() < 14 || fields[0] == 2 {
+        let ppid = fields.first().copied().unwrap_or(0);
+        if fields.len() < 14 || ppid == 2 || (driver > 1 && ppid == u64::from(driver)) {
             continue;
         }
         ticks.insert(pid, fields[10..14].iter().sum());

@@ -99,8 +99,13 @@ impl Drop for BackendProcess {
 /// Runs `moat-bench load ARGS` pinned to [`LOAD_CPU`], with a time limit, and returns its
 /// `RESULT` line. Its stderr goes to `log`.
 pub fn run_generator(args: &[String], log: &Path, limit: Duration) -> Result<String> {
+    wait_generator(spawn_generator(args, log)?, log, limit)
+}
+
+/// Starts `moat-bench load ARGS` pinned to [`LOAD_CPU`]; [`wait_generator`] collects it.
+pub fn spawn_generator(args: &[String], log: &Path) -> Result<Child> {
     let stderr = File::create(log).map_err(|e| format!("cannot create {}: {e}", log.display()))?;
-    let mut child = Command::new("taskset")
+    Command::new("taskset")
         .args(["-c", LOAD_CPU])
         .arg(self_exe()?)
         .arg("load")
@@ -109,7 +114,12 @@ pub fn run_generator(args: &[String], log: &Path, limit: Duration) -> Result<Str
         .stdout(Stdio::piped())
         .stderr(stderr)
         .spawn()
-        .map_err(|e| format!("cannot start the load generator with taskset: {e}"))?;
+        .map_err(|e| format!("cannot start the load generator with taskset: {e}"))
+}
+
+/// Waits (up to `limit`) for a generator started by [`spawn_generator`] and returns its
+/// `RESULT` line; kills it (its own PID only) when it overstays.
+pub fn wait_generator(mut child: Child, log: &Path, limit: Duration) -> Result<String> {
     let deadline = Instant::now() + limit;
     let status = loop {
         match child.try_wait() {
