@@ -12,13 +12,15 @@
 //! current-thread runtime, since the generator is pinned to a single CPU.
 
 mod bulk;
+mod fairness;
+pub mod flood;
 mod handshake;
 mod idle;
 mod rr;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -44,9 +46,32 @@ pub enum Mode {
     Idle,
     /// `concurrency` connections ping-ponging `size`-byte messages.
     RequestResponse,
+    /// Request/response alone, then beside one bulk download (mux backend).
+    Fairness,
+    /// Attackers (see [`flood`]): connections that never finish a handshake.
+    Slowloris,
+    /// Attackers: TCP connect and close, as fast as they can.
+    Storm,
+    /// Attackers: random bytes instead of a ClientHello.
+    Garbage,
+    /// Attackers: silent connections from one source address, reopened when closed.
+    IpFlood,
 }
 
 impl Mode {
+    const NAMES: [&'static str; 10] = [
+        "handshake",
+        "upload",
+        "download",
+        "idle",
+        "rr",
+        "fairness",
+        "slowloris",
+        "storm",
+        "garbage",
+        "ip-flood",
+    ];
+
     fn parse(text: &str) -> Result<Mode> {
         Ok(match text {
             "handshake" => Mode::Handshake,
@@ -54,9 +79,15 @@ impl Mode {
             "download" => Mode::Download,
             "idle" => Mode::Idle,
             "rr" => Mode::RequestResponse,
+            "fairness" => Mode::Fairness,
+            "slowloris" => Mode::Slowloris,
+            "storm" => Mode::Storm,
+            "garbage" => Mode::Garbage,
+            "ip-flood" => Mode::IpFlood,
             _ => {
                 return Err(format!(
-                    "unknown --mode `{text}` (handshake, upload, download, idle, rr)"
+                    "unknown --mode `{text}` ({})",
+                    Mode::NAMES.join(", ")
                 ))
             }
         })
@@ -78,17 +109,16 @@ pub struct Args {
     pub duration: Duration,
     pub target_pid: u32,
     pub backend_pid: Option<u32>,
+    /// Address the connections come from (attackers); the kernel's choice when absent.
+    pub source_ip: Option<std::net::IpAddr>,
+    /// The target's handshake timeout, against which attackers' lifetimes are checked.
+    pub cut_after: Option<Duration>,
 }
 
 /// Parses `moat-bench load` options.
 pub fn parse_args(argv: &[String]) -> Result<Args> {
     let mut opts = getopts::Options::new();
-    opts.reqopt(
-        "",
-        "mode",
-        "handshake | upload | download | idle | rr",
-        "MODE",
-    );
+    opts.reqopt("", "mode", &Mode::NAMES.join(" | "), "MODE");
     opts.reqopt("", "addr", "target address", "ADDR");
     opts.reqopt(
         "",
@@ -106,6 +136,18 @@ pub fn parse_args(argv: &[String]) -> Result<Args> {
     opts.optopt("", "duration", "seconds in the measured window", "DUR");
     opts.reqopt("", "target-pid", "process id of the target", "PID");
     opts.optopt("", "backend-pid", "process id of the backend", "PID");
+    opts.optopt(
+        "",
+        "source-ip",
+        "attackers: connect from this address",
+        "IP",
+    );
+    opts.optopt(
+        "",
+        "cut-after",
+        "attackers: the target's handshake timeout, to check cuts against",
+        "DUR",
+    );
     let m = opts.parse(argv).map_err(|e| e.to_string())?;
 
     let number = |name: &str, default: usize| -> Result<usize> {
@@ -155,6 +197,17 @@ pub fn parse_args(argv: &[String]) -> Result<Args> {
         duration: duration("duration", 5.0)?,
         target_pid: pid("target-pid")?.unwrap_or(0),
         backend_pid: pid("backend-pid")?,
+        source_ip: m
+            .opt_str("source-ip")
+            .map(|v| {
+                v.parse()
+                    .map_err(|_| format!("--source-ip: `{v}` is not an IP address"))
+            })
+            .transpose()?,
+        cut_after: m
+            .opt_str("cut-after")
+            .map(|v| parse_duration(&v).map_err(|e| format!("--cut-after: {e}")))
+            .transpose()?,
     })
 }
 
@@ -172,6 +225,10 @@ pub fn run(args: Args) -> Result<()> {
             Mode::Upload | Mode::Download => bulk::run(&args, client).await,
             Mode::Idle => idle::run(&args, client).await,
             Mode::RequestResponse => rr::run(&args, client).await,
+            Mode::Fairness => fairness::run(&args, client).await,
+            Mode::Slowloris | Mode::Storm | Mode::Garbage | Mode::IpFlood => {
+                flood::run(&args, client).await
+            }
         }
     })?;
     println!("RESULT {}", report.line());
@@ -207,6 +264,19 @@ impl Client {
         let tcp = TcpStream::connect(self.addr).await?;
         tcp.set_nodelay(true)?;
         self.connector.connect(self.name.clone(), tcp).await
+    }
+
+    /// The bytes of the ClientHello this client would send, for attackers to trickle.
+    pub fn client_hello(&self) -> Result<Vec<u8>> {
+        let config = self.connector.config().clone();
+        let mut conn = rustls::ClientConnection::new(config, self.name.clone())
+            .map_err(|e| format!("cannot start a TLS client: {e}"))?;
+        let mut hello = Vec::new();
+        while conn.wants_write() {
+            conn.write_tls(&mut hello)
+                .map_err(|e| format!("cannot write a ClientHello: {e}"))?;
+        }
+        Ok(hello)
     }
 }
 
@@ -272,14 +342,15 @@ pub struct Window {
 }
 
 /// Waits out the warm-up, then measures `duration` of whatever the tasks are doing.
+/// While the window is open, `phase` (when given) holds the second value.
 pub async fn measure(
     args: &Args,
     counters: &Counters,
-    measuring: Option<&AtomicBool>,
+    phase: Option<(&AtomicUsize, usize)>,
 ) -> Result<Window> {
     tokio::time::sleep(args.warmup).await;
-    if let Some(flag) = measuring {
-        flag.store(true, Ordering::Relaxed);
+    if let Some((flag, value)) = phase {
+        flag.store(value, Ordering::Relaxed);
     }
     let c0 = counters.snapshot();
     let cpu_start = CpuSample::take(args.target_pid, args.backend_pid)?;
@@ -288,8 +359,8 @@ pub async fn measure(
     let c1 = counters.snapshot();
     let cpu_end = CpuSample::take(args.target_pid, args.backend_pid)?;
     let secs = t0.elapsed().as_secs_f64();
-    if let Some(flag) = measuring {
-        flag.store(false, Ordering::Relaxed);
+    if let Some((flag, _)) = phase {
+        flag.store(0, Ordering::Relaxed);
     }
     Ok(Window {
         secs,
