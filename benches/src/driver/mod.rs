@@ -3,6 +3,7 @@
 //! load generator against it (pinned to CPU 1), and finally prints one table and writes
 //! `results.md` and `chart.svg`.
 
+mod flood;
 mod procs;
 mod report;
 pub mod scenario;
@@ -38,16 +39,17 @@ struct Options {
 }
 
 pub fn usage() -> String {
-    let names: Vec<&str> = scenario::all(scenario::HANDSHAKE_CONCURRENCY)
-        .iter()
-        .map(|s| s.name)
-        .collect();
+    let names = |list: Vec<Scenario>| -> String {
+        list.iter().map(|s| s.name).collect::<Vec<_>>().join(", ")
+    };
     format!(
         "Usage: moat-bench run [options]\n\n\
          Runs every scenario against each target and prints one table.\n\
          Scenarios: {}\n\
+         Flood scenarios (--flood; moat and tokio only): {}\n\
          Targets: moat, tokio, stunnel, haproxy (peers only when installed)",
-        names.join(", ")
+        names(scenario::all(scenario::HANDSHAKE_CONCURRENCY)),
+        names(scenario::flood(scenario::HANDSHAKE_CONCURRENCY))
     )
 }
 
@@ -57,6 +59,11 @@ fn options_spec() -> getopts::Options {
         "",
         "quick",
         "smoke test: fewer scenarios, 1 s windows, moat and tokio only",
+    );
+    opts.optflag(
+        "",
+        "flood",
+        "run the flood scenarios (fairness, slowloris, storm, garbage, per-ip) instead",
     );
     opts.optopt(
         "",
@@ -147,17 +154,21 @@ fn parse(argv: &[String]) -> Result<Option<Options>> {
                 parse_duration(&v).map_err(|e| format!("--{name}: {e}"))
             })
     };
-    let all = scenario::all(number("concurrency", scenario::HANDSHAKE_CONCURRENCY)?.max(1));
+    let concurrency = number("concurrency", scenario::HANDSHAKE_CONCURRENCY)?.max(1);
+    let all = scenario::all(concurrency);
+    let flood = scenario::flood(concurrency);
     let scenarios = match m.opt_str("scenarios") {
         Some(list) => list
             .split(',')
             .map(|name| {
                 all.iter()
+                    .chain(&flood)
                     .find(|s| s.name == name.trim())
                     .cloned()
                     .ok_or_else(|| format!("unknown scenario `{name}`\n{}", usage()))
             })
             .collect::<Result<Vec<_>>>()?,
+        None if m.opt_present("flood") => flood,
         None if quick => all
             .iter()
             .filter(|s| scenario::QUICK.contains(&s.name))
@@ -266,6 +277,10 @@ fn measure_all(
                 let index = (i + round) % targets.len();
                 let target = &targets[index];
                 done += 1;
+                if let Some(reason) = not_run(scenario, target.kind) {
+                    runs[index].2 = Some(reason.to_string());
+                    continue;
+                }
                 eprint!(
                     "[{done}/{total} {:>4.0}s] {:<15} {:<8} ",
                     started.elapsed().as_secs_f64(),
@@ -293,6 +308,9 @@ fn measure_all(
             }
         }
         for (kind, mut measured, error) in runs {
+            if measured.is_empty() && not_run(scenario, kind).is_some() && kind != Kind::Tokio {
+                continue; // peers are left out of the flood scenarios without a row
+            }
             // The median run by the per-CPU figure stands for the target.
             measured.sort_by(|a, b| {
                 a.per_cpu(scenario.kind)
@@ -308,6 +326,19 @@ fn measure_all(
         }
     }
     Ok(rows)
+}
+
+/// Why a scenario is not run against a target, if it is not.
+fn not_run(scenario: &Scenario, kind: Kind) -> Option<&'static str> {
+    match kind {
+        Kind::Stunnel | Kind::Haproxy if scenario.is_flood() => {
+            Some("not run: flood scenarios are moat and tokio only")
+        }
+        Kind::Tokio if scenario.limits.max_conns_per_ip.is_some() => {
+            Some("not run: moat-tokio-proxy has no per-address cap")
+        }
+        _ => None,
+    }
 }
 
 /// How often a run disturbed by other processes is done again.
@@ -353,6 +384,7 @@ fn run_one(
         mtls: scenario.mtls,
         work_dir: logs,
         label: &label,
+        limits: scenario.limits,
     };
     wait_for_quiet(options.quiet_wait)?;
     let running = target.start(&launch)?;
@@ -389,11 +421,27 @@ fn run_one(
         args.extend(["--tunnels".into(), scenario.tunnels.to_string()]);
     }
     let limit = options.warmup + options.duration + Duration::from_secs(120);
-    let result = procs::run_generator(&args, &logs.join(format!("{label}-load.log")), limit);
+    let result = match &scenario.attack {
+        None => procs::run_generator(&args, &logs.join(format!("{label}-load.log")), limit)
+            .and_then(|line| {
+                Measured::parse(&line)
+                    .ok_or_else(|| format!("cannot read the generator's result `{line}`"))
+            }),
+        Some(attack) => flood::run(&flood::FloodRun {
+            scenario,
+            attack,
+            kind: target.kind,
+            running: &running,
+            legit_args: &args,
+            warmup: options.warmup,
+            duration: options.duration,
+            logs,
+            label: &label,
+        }),
+    };
     let log = running.log.clone();
     running.stop();
-    let line = result.map_err(|e| format!("{e} (target log: {})", log.display()))?;
-    Measured::parse(&line).ok_or_else(|| format!("cannot read the generator's result `{line}`"))
+    result.map_err(|e| format!("{e} (target log: {})", log.display()))
 }
 
 /// Busy share below which a CPU counts as quiet.

@@ -71,6 +71,11 @@ impl Row {
                 m.num("p999_us")
             ));
         }
+        match self.kind() {
+            FigureKind::P99Stretch => notes.push(fairness_notes(m)),
+            FigureKind::PctOfUnloaded => notes.push(flood_notes(m)),
+            _ => {}
+        }
         if self.kind() == FigureKind::MemoryPerTunnel {
             notes.push(format!(
                 "{} alive of {}, RSS {:.1} → {:.1} MiB, CPU while idle {:.1}%",
@@ -100,6 +105,88 @@ impl Row {
         }
         notes.join("; ")
     }
+}
+
+/// Latency alone and beside the bulk stream, and what the bulk stream moved.
+fn fairness_notes(m: &Measured) -> String {
+    let rate = |ops: f64, secs: f64| if secs > 0.0 { ops / secs } else { 0.0 };
+    format!(
+        "p50/p99/p99.9 {:.0}/{:.0}/{:.0} µs alone → {:.0}/{:.0}/{:.0} µs beside bulk; \
+         {} → {} req/s; bulk {} MB/s; CPU0/CPU1 busy alone {:.0}/{:.0}%",
+        m.num("base_p50_us"),
+        m.num("base_p99_us"),
+        m.num("base_p999_us"),
+        m.num("p50_us"),
+        m.num("p99_us"),
+        m.num("p999_us"),
+        fmt_num(rate(m.num("base_ops"), m.num("base_secs"))),
+        fmt_num(rate(m.num("ops"), m.num("secs"))),
+        fmt_num(rate(m.num("bytes") / 1e6, m.num("secs"))),
+        m.num("base_cpu0_busy"),
+        m.num("base_cpu1_busy"),
+    )
+}
+
+/// The legitimate rates, what the attackers met, and the target's memory.
+fn flood_notes(m: &Measured) -> String {
+    let rate = |ops: f64, secs: f64| if secs > 0.0 { ops / secs } else { 0.0 };
+    let mib = |key: &str| m.num(key) / 1024.0;
+    let mut parts = vec![format!(
+        "{} hs/s attacked vs {} unloaded (CPU0/CPU1 busy unloaded {:.0}/{:.0}%)",
+        fmt_num(rate(m.num("ops"), m.num("secs"))),
+        fmt_num(rate(m.num("base_ops"), m.num("base_secs"))),
+        m.num("base_cpu0_busy"),
+        m.num("base_cpu1_busy"),
+    )];
+    let mut attack = format!(
+        "attackers opened {} ({}/s, {} connect errors)",
+        m.num("atk_opened"),
+        fmt_num(rate(m.num("atk_opened"), m.num("atk_secs"))),
+        m.num("atk_errors"),
+    );
+    if m.num("atk_cut") > 0.0 {
+        attack.push_str(&format!(
+            ", {} cut by the target after p50 {:.0} / p99 {:.0} / max {:.0} ms",
+            m.num("atk_cut"),
+            m.num("atk_life_p50_ms"),
+            m.num("atk_life_p99_ms"),
+            m.num("atk_life_max_ms"),
+        ));
+    }
+    if m.values.contains_key("atk_limit_ms") {
+        attack.push_str(&format!(
+            ", {} cut late and {} never cut (> {:.1} s + {:.1} s)",
+            m.num("atk_late"),
+            m.num("atk_uncut"),
+            m.num("atk_limit_ms") / 1000.0,
+            crate::load::flood::LATE_SLACK.as_secs_f64(),
+        ));
+    }
+    attack.push_str(&format!(
+        ", {} open at the end (oldest {:.1} s), held ≥ 1 s: p50 {} max {}",
+        m.num("atk_open_end"),
+        m.num("atk_open_end_max_ms") / 1000.0,
+        m.num("atk_held_p50"),
+        m.num("atk_held_max"),
+    ));
+    parts.push(attack);
+    parts.push(format!(
+        "CPU 1: legitimate generator {:.0}% unloaded → {:.0}% attacked, attackers {:.0}%",
+        100.0 * rate(m.num("base_gen_cpu"), m.num("base_secs")),
+        100.0 * rate(m.num("gen_cpu"), m.num("secs")),
+        100.0 * rate(m.num("atk_cpu"), m.num("atk_secs")),
+    ));
+    let mut memory = format!(
+        "RSS {:.1} → peak {:.1} → after {:.1} MiB",
+        mib("rss_before_kib"),
+        mib("rss_peak_kib"),
+        mib("rss_after_kib"),
+    );
+    if let Some(t) = m.text("tunnels_after") {
+        memory.push_str(&format!(", {t} tunnels after"));
+    }
+    parts.push(memory);
+    parts.join("; ")
 }
 
 /// Formats a figure with sensible precision.
@@ -132,10 +219,15 @@ pub fn cells(rows: &[Row]) -> (Vec<&'static str>, Vec<Vec<String>>) {
             let kind = row.kind();
             let Some(m) = &row.measured else {
                 let error = row.error.clone().unwrap_or_default();
+                let what = if error.starts_with("not run") {
+                    "n/a"
+                } else {
+                    "failed"
+                };
                 return vec![
                     row.scenario.name.to_string(),
                     row.target.name().to_string(),
-                    "failed".to_string(),
+                    what.to_string(),
                     String::new(),
                     String::new(),
                     String::new(),
@@ -159,7 +251,7 @@ pub fn cells(rows: &[Row]) -> (Vec<&'static str>, Vec<Vec<String>>) {
                 }
                 _ => "-".to_string(),
             };
-            let per_cpu = if kind == FigureKind::MemoryPerTunnel {
+            let per_cpu = if kind.is_ratio() {
                 "-".to_string()
             } else {
                 format!("{} {}", fmt_num(m.per_cpu(kind)), kind.per_cpu_unit())

@@ -21,6 +21,38 @@ pub struct Scenario {
     /// Idle scenario: tunnels held open.
     pub tunnels: usize,
     pub kind: FigureKind,
+    /// Flood scenarios: the attackers started beside the legitimate generator.
+    pub attack: Option<Attack>,
+    /// Flags of the flood scenarios for moat and the tokio baseline.
+    pub limits: Limits,
+}
+
+impl Scenario {
+    /// A scenario of the `--flood` set: measured on moat and the tokio baseline only.
+    pub fn is_flood(&self) -> bool {
+        self.attack.is_some() || self.kind == FigureKind::P99Stretch
+    }
+}
+
+/// The attacking half of a flood scenario: a second generator process.
+#[derive(Debug, Clone)]
+pub struct Attack {
+    /// `--mode` of the attacking generator.
+    pub mode: &'static str,
+    /// Its `--concurrency`: connections or tasks.
+    pub attackers: usize,
+    /// The address the attackers connect from.
+    pub source_ip: &'static str,
+}
+
+/// Target flags a scenario needs beyond the usual ones.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Limits {
+    /// `--handshake-timeout` for moat and the tokio baseline.
+    pub handshake_timeout: Option<&'static str>,
+    /// moat's `--max-conns-per-ip`. The scenario then runs on moat only: nothing else here
+    /// has such a cap.
+    pub max_conns_per_ip: Option<usize>,
 }
 
 /// How a scenario's figure is computed and named.
@@ -31,6 +63,11 @@ pub enum FigureKind {
     Requests,
     /// Resident memory per idle tunnel; lower is better, and there is no per-CPU figure.
     MemoryPerTunnel,
+    /// Request/response p99 beside a bulk stream over p99 without it; lower is better.
+    P99Stretch,
+    /// Legitimate handshakes per second under attack, in percent of the same run's rate
+    /// without the attack.
+    PctOfUnloaded,
 }
 
 impl FigureKind {
@@ -40,7 +77,17 @@ impl FigureKind {
             FigureKind::Megabytes => "MB/s",
             FigureKind::Requests => "req/s",
             FigureKind::MemoryPerTunnel => "KiB/tunnel",
+            FigureKind::P99Stretch => "× p99",
+            FigureKind::PctOfUnloaded => "% of unloaded",
         }
+    }
+
+    /// Kinds whose figure is already a ratio within one run: no per-CPU figure.
+    pub fn is_ratio(self) -> bool {
+        matches!(
+            self,
+            FigureKind::MemoryPerTunnel | FigureKind::P99Stretch | FigureKind::PctOfUnloaded
+        )
     }
 
     pub fn per_cpu_unit(self) -> &'static str {
@@ -49,11 +96,13 @@ impl FigureKind {
             FigureKind::Megabytes => "MB/CPU-s",
             FigureKind::Requests => "req/CPU-s",
             FigureKind::MemoryPerTunnel => "KiB/tunnel",
+            FigureKind::P99Stretch => "× p99 (with bulk / without)",
+            FigureKind::PctOfUnloaded => "% of unloaded handshake rate",
         }
     }
 
     pub fn lower_is_better(self) -> bool {
-        self == FigureKind::MemoryPerTunnel
+        matches!(self, FigureKind::MemoryPerTunnel | FigureKind::P99Stretch)
     }
 }
 
@@ -72,6 +121,8 @@ pub fn all(handshake_concurrency: usize) -> Vec<Scenario> {
         concurrency: handshake_concurrency,
         tunnels: 0,
         kind: FigureKind::Handshakes,
+        attack: None,
+        limits: Limits::default(),
     };
     let bulk = |name, what, upload: bool, streams| Scenario {
         name,
@@ -87,6 +138,8 @@ pub fn all(handshake_concurrency: usize) -> Vec<Scenario> {
         concurrency: streams,
         tunnels: 0,
         kind: FigureKind::Megabytes,
+        attack: None,
+        limits: Limits::default(),
     };
     let idle = |name, what, tunnels| Scenario {
         name,
@@ -98,6 +151,8 @@ pub fn all(handshake_concurrency: usize) -> Vec<Scenario> {
         concurrency: 64,
         tunnels,
         kind: FigureKind::MemoryPerTunnel,
+        attack: None,
+        limits: Limits::default(),
     };
     vec![
         handshake(
@@ -141,7 +196,88 @@ pub fn all(handshake_concurrency: usize) -> Vec<Scenario> {
             concurrency: 100,
             tunnels: 0,
             kind: FigureKind::Requests,
+            attack: None,
+            limits: Limits::default(),
         },
+    ]
+}
+
+/// Handshake timeout of moat and the tokio baseline in the slowloris scenario.
+pub const SLOWLORIS_TIMEOUT: &str = "5s";
+
+/// The flood scenarios (`--flood`): each but `fairness` runs the `handshake` scenario's
+/// legitimate clients without and then beside attackers, in one target process.
+pub fn flood(handshake_concurrency: usize) -> Vec<Scenario> {
+    let attacked = |name, what, mode, attackers, limits| Scenario {
+        name,
+        what,
+        mode: "handshake",
+        backend: Backend::Echo,
+        mtls: false,
+        resume: false,
+        concurrency: handshake_concurrency,
+        tunnels: 0,
+        kind: FigureKind::PctOfUnloaded,
+        attack: Some(Attack {
+            mode,
+            attackers,
+            source_ip: "127.0.0.2",
+        }),
+        limits,
+    };
+    vec![
+        Scenario {
+            name: "fairness",
+            what: "rr-100 through the mux backend's echo, alone and then beside one TLS stream \
+                   downloading from its source at full speed",
+            mode: "fairness",
+            backend: Backend::Mux,
+            mtls: false,
+            resume: false,
+            concurrency: 100,
+            tunnels: 0,
+            kind: FigureKind::P99Stretch,
+            attack: None,
+            limits: Limits::default(),
+        },
+        attacked(
+            "slowloris",
+            "full handshakes beside 5,000 connections from 127.0.0.2 that never finish one \
+             (half silent, half one ClientHello byte every 2 s); targets run with \
+             --handshake-timeout 5s",
+            "slowloris",
+            5000,
+            Limits {
+                handshake_timeout: Some(SLOWLORIS_TIMEOUT),
+                max_conns_per_ip: None,
+            },
+        ),
+        attacked(
+            "storm",
+            "full handshakes beside 64 tasks on 127.0.0.2 looping TCP connect → close",
+            "storm",
+            64,
+            Limits::default(),
+        ),
+        attacked(
+            "garbage",
+            "full handshakes beside 64 tasks on 127.0.0.2 looping connect → 1 KiB of random \
+             bytes → wait for the close",
+            "garbage",
+            64,
+            Limits::default(),
+        ),
+        attacked(
+            "per-ip",
+            "full handshakes from 127.0.0.1 beside 3,000 silent connections from 127.0.0.2, \
+             each reopened when closed; moat runs with --max-conns-per-ip 100",
+            "ip-flood",
+            3000,
+            Limits {
+                handshake_timeout: None,
+                max_conns_per_ip: Some(100),
+            },
+        ),
     ]
 }
 
@@ -208,6 +344,11 @@ impl Measured {
             FigureKind::Handshakes | FigureKind::Requests => ratio(self.num("ops"), secs),
             FigureKind::Megabytes => ratio(self.num("bytes") / 1e6, secs),
             FigureKind::MemoryPerTunnel => self.num("bytes_per_tunnel") / 1024.0,
+            FigureKind::P99Stretch => ratio(self.num("p99_us"), self.num("base_p99_us")),
+            FigureKind::PctOfUnloaded => {
+                let unloaded = ratio(self.num("base_ops"), self.num("base_secs"));
+                ratio(ratio(self.num("ops"), secs) * 100.0, unloaded)
+            }
         }
     }
 
@@ -218,7 +359,9 @@ impl Measured {
         match kind {
             FigureKind::Handshakes | FigureKind::Requests => ratio(self.num("ops"), cpu),
             FigureKind::Megabytes => ratio(self.num("bytes") / 1e6, cpu),
-            FigureKind::MemoryPerTunnel => self.figure(kind),
+            FigureKind::MemoryPerTunnel | FigureKind::P99Stretch | FigureKind::PctOfUnloaded => {
+                self.figure(kind)
+            }
         }
     }
 }
@@ -252,8 +395,20 @@ mod tests {
     }
 
     #[test]
+    fn flood_figures() {
+        let m = Measured::parse(
+            "RESULT secs=2 ops=900 base_secs=3 base_ops=1800 p99_us=300 base_p99_us=200",
+        )
+        .unwrap();
+        assert_eq!(m.figure(FigureKind::PctOfUnloaded), 75.0);
+        assert_eq!(m.figure(FigureKind::P99Stretch), 1.5);
+        assert_eq!(m.per_cpu(FigureKind::P99Stretch), 1.5);
+    }
+
+    #[test]
     fn scenario_names_are_unique() {
-        let all = all(HANDSHAKE_CONCURRENCY);
+        let mut all = all(HANDSHAKE_CONCURRENCY);
+        all.extend(flood(HANDSHAKE_CONCURRENCY));
         for (i, s) in all.iter().enumerate() {
             assert!(all[i + 1..].iter().all(|t| t.name != s.name), "{}", s.name);
         }

@@ -63,6 +63,8 @@ pub struct Launch<'a> {
     pub work_dir: &'a Path,
     /// Names the log and configuration files.
     pub label: &'a str,
+    /// The scenario's extra flags (moat and the tokio baseline only).
+    pub limits: crate::driver::scenario::Limits,
 }
 
 /// A running target.
@@ -170,6 +172,12 @@ impl Target {
                 args.push(flag.to_string());
                 args.push(value);
             }
+            if let Some(n) = launch.limits.max_conns_per_ip {
+                args.extend(["--max-conns-per-ip".to_string(), n.to_string()]);
+            }
+        }
+        if let Some(timeout) = launch.limits.handshake_timeout {
+            args.extend(["--handshake-timeout".to_string(), timeout.to_string()]);
         }
         args
     }
