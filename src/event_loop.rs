@@ -350,6 +350,7 @@ impl EventLoop {
                 "cannot watch connection from {peer}: {}",
                 crate::error::plain_io(&e)
             );
+            self.per_ip.release(peer.ip());
             return;
         }
         let route = &self.services[index].route;
@@ -358,6 +359,7 @@ impl EventLoop {
             Ok(tunnel) => tunnel,
             Err(e) => {
                 log::warn!("cannot start tunnel for {peer}: {e}");
+                self.per_ip.release(peer.ip());
                 return;
             }
         };
@@ -394,7 +396,7 @@ impl EventLoop {
                 }
                 Ok(step) => {
                     let class = tunnel.timer_class();
-                    if self.timers.class_of(key) != Some(class) {
+                    if self.timers.class_of(key) != Some(class) || step.redialed {
                         self.timers.set(key, class, now);
                     } else if step.progressed {
                         self.timers.touch(key, now);

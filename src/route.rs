@@ -61,13 +61,25 @@ impl Target {
         }
     }
 
-    /// The address the next connection should dial.
-    pub fn next_addr(&self) -> Option<SocketAddr> {
-        let Self::Tcp { addrs, next, .. } = self else {
+    /// Where a new tunnel starts in the list of addresses: the round-robin turn.
+    pub fn first_turn(&self) -> usize {
+        let Self::Tcp { next, .. } = self else {
+            return 0;
+        };
+        let turn = next.get();
+        next.set(turn.wrapping_add(1));
+        turn
+    }
+
+    /// The address for attempt `attempt` of a tunnel whose turn is `first`: each tunnel
+    /// walks the list from its own starting point, so its failover tries every address
+    /// once however other tunnels interleave.
+    pub fn addr(&self, first: usize, attempt: usize) -> Option<SocketAddr> {
+        let Self::Tcp { addrs, .. } = self else {
             return None;
         };
-        let addr = *addrs.get(next.get() % addrs.len().max(1))?;
-        next.set(next.get().wrapping_add(1));
-        Some(addr)
+        addrs
+            .get(first.wrapping_add(attempt) % addrs.len().max(1))
+            .copied()
     }
 }

@@ -115,12 +115,14 @@ impl fmt::Display for EndReason {
 }
 
 /// What [`Tunnel::drive`] achieved.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Step {
     /// Bytes moved or the handshake advanced: the idle clock restarts.
     pub progressed: bool,
     /// The turn's budget ran out with work left: drive again next turn.
     pub again: bool,
+    /// A failed connect moved on to the next target: its connect deadline starts afresh.
+    pub redialed: bool,
 }
 
 /// What the loop lends a tunnel while driving it.
@@ -176,6 +178,8 @@ pub struct Tunnel {
     subject: Option<String>,
     /// Connect attempts so far (failover stops once every target address was tried).
     dials: usize,
+    /// This tunnel's round-robin turn: where its walk through the targets starts.
+    first_target: Option<usize>,
 }
 
 impl Tunnel {
@@ -212,6 +216,7 @@ impl Tunnel {
             to_client: Direction::default(),
             subject: None,
             dials: 0,
+            first_target: None,
         })
     }
 
@@ -256,6 +261,7 @@ impl Tunnel {
                 return Ok(Step {
                     progressed,
                     again: false,
+                    redialed: false,
                 });
             }
             self.client_authenticated();
@@ -271,6 +277,7 @@ impl Tunnel {
                 return Ok(Step {
                     progressed: true,
                     again: false,
+                    redialed: true,
                 });
             }
             Err(other) => return Err(other),
@@ -279,6 +286,7 @@ impl Tunnel {
             return Ok(Step {
                 progressed,
                 again: false,
+                redialed: false,
             });
         };
         if up.is_handshaking() {
@@ -289,6 +297,7 @@ impl Tunnel {
                 return Ok(Step {
                     progressed,
                     again: false,
+                    redialed: false,
                 });
             }
         }
@@ -296,6 +305,7 @@ impl Tunnel {
         Ok(Step {
             progressed: progressed || moved,
             again,
+            redialed: false,
         })
     }
 
@@ -321,14 +331,15 @@ impl Tunnel {
         }
     }
 
-    /// Moves bytes both ways until nothing moves or the budget is spent.
-    /// Returns (whether anything moved, whether the budget ran out).
+    /// Moves bytes both ways until nothing moves or the budget is spent. Each direction has
+    /// half the turn's budget, so a bulk upload cannot starve the replies coming back.
+    /// Returns (whether anything moved, whether a budget ran out with work perhaps left).
     fn relay(&mut self, pool: &mut BufferPool) -> Result<(bool, bool), EndReason> {
         let Upstream::Open(up) = &mut self.up else {
             return Ok((false, false));
         };
         let down = &mut self.down;
-        let mut budget = TURN_BUDGET;
+        let (mut to_target_budget, mut to_client_budget) = (TURN_BUDGET / 2, TURN_BUDGET / 2);
         let mut progressed = false;
         loop {
             let mut moved = down.flush(pool).map_err(|e| failure(Side::Client, e))?;
@@ -339,7 +350,7 @@ impl Tunnel {
                 &mut self.to_target,
                 Side::Client,
                 pool,
-                &mut budget,
+                &mut to_target_budget,
             )?;
             moved |= pump(
                 up,
@@ -347,14 +358,12 @@ impl Tunnel {
                 &mut self.to_client,
                 Side::Target,
                 pool,
-                &mut budget,
+                &mut to_client_budget,
             )?;
             progressed |= moved;
-            if budget == 0 {
-                return Ok((true, true));
-            }
             if !moved {
-                return Ok((progressed, false));
+                let spent = to_target_budget == 0 || to_client_budget == 0;
+                return Ok((progressed, spent));
             }
         }
     }
@@ -367,6 +376,9 @@ impl Tunnel {
     /// Starts a connect to the route's next target. After a failed attempt (`failed`), moves
     /// on until every target address has been tried once, then gives up with the failure.
     fn dial(&mut self, ctx: &Ctx<'_>, mut failed: Option<EndReason>) -> Result<(), EndReason> {
+        let first = *self
+            .first_target
+            .get_or_insert_with(|| ctx.route.target.first_turn());
         loop {
             if let Some(reason) = failed.take() {
                 if self.dials >= ctx.route.target.addr_count() {
@@ -374,8 +386,9 @@ impl Tunnel {
                 }
                 log::debug!("tunnel {}: {reason}; trying the next target", self.id);
             }
+            let addr = ctx.route.target.addr(first, self.dials);
             self.dials += 1;
-            match dial(ctx) {
+            match dial(ctx, addr) {
                 Ok(upstream) => {
                     self.up = upstream;
                     return Ok(());
@@ -506,13 +519,9 @@ fn pump(
     Ok(moved)
 }
 
-/// Starts a nonblocking connect to the route's next target address.
-fn dial(ctx: &Ctx<'_>) -> Result<Upstream, EndReason> {
-    let addr = ctx
-        .route
-        .target
-        .next_addr()
-        .ok_or_else(|| EndReason::Connect(io::Error::other("no target address")))?;
+/// Starts a nonblocking connect to `addr`.
+fn dial(ctx: &Ctx<'_>, addr: Option<SocketAddr>) -> Result<Upstream, EndReason> {
+    let addr = addr.ok_or_else(|| EndReason::Connect(io::Error::other("no target address")))?;
     let mut stream = TcpStream::connect(addr).map_err(EndReason::Connect)?;
     // Interactive protocols (redis, SQL) live on small writes; never delay them.
     stream.set_nodelay(true).map_err(EndReason::Connect)?;

@@ -171,3 +171,34 @@ fn a_refused_or_silent_target_fails_over_to_the_next() {
         .wait_for("tunnel closed")
         .contains("cannot connect to target: Connection refused"));
 }
+
+/// Failover walks each tunnel through every target once, however many tunnels dial at the
+/// same time: with one dead target of two, every client is served.
+#[test]
+fn concurrent_tunnels_each_fail_over_to_the_live_target() {
+    let pki = Pki::new();
+    let backend = Backend::echo();
+    let refused = {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        format!("127.0.0.1:{port}")
+    };
+    let moat = server(&pki, &[refused, backend.target()], &[]);
+    let addr = moat.addr();
+    let config = client_config(&pki, Some("client"));
+    let clients: Vec<_> = (0..60)
+        .map(|i| {
+            let config = config.clone();
+            std::thread::spawn(move || tls_echo(addr, config, format!("client {i}").as_bytes()))
+        })
+        .collect();
+    let served = clients
+        .into_iter()
+        .map(|c| c.join())
+        .filter(|r| matches!(r, Ok(Ok(_))))
+        .count();
+    assert_eq!(served, 60, "log:\n{}", moat.dump());
+}
