@@ -92,6 +92,9 @@ pub struct Held {
     buffer: Option<Buffer>,
     start: usize,
     end: usize,
+    /// A few bytes kept in an allocation of their own size while the window waits for the
+    /// peer ([`Held::park`]); when set, no buffer is held.
+    parked: Vec<u8>,
 }
 
 impl Held {
@@ -99,7 +102,7 @@ impl Held {
     pub fn data(&self) -> &[u8] {
         match &self.buffer {
             Some(b) => b.bytes.get(self.start..self.end).unwrap_or_default(),
-            None => &[],
+            None => &self.parked,
         }
     }
 
@@ -107,18 +110,32 @@ impl Held {
     pub fn data_mut(&mut self) -> &mut [u8] {
         match &mut self.buffer {
             Some(b) => b.bytes.get_mut(self.start..self.end).unwrap_or_default(),
-            None => &mut [],
+            None => &mut self.parked,
         }
     }
 
     /// Number of bytes waiting.
     pub fn len(&self) -> usize {
-        self.end - self.start
+        self.end - self.start + self.parked.len()
     }
 
     /// Whether nothing is waiting (and so no buffer is held).
     pub fn is_empty(&self) -> bool {
-        self.start == self.end
+        self.len() == 0
+    }
+
+    /// Gives the buffer back if at most `max` bytes wait in it, keeping them in an
+    /// allocation of their own size. For a window that waits on the peer: a peer that sends
+    /// the first bytes of a TLS record and goes quiet then holds what it sent, not a whole
+    /// buffer. The bytes move back into a buffer when more arrive ([`Held::spare_mut`]).
+    pub fn park(&mut self, max: usize, pool: &mut BufferPool) {
+        let len = self.len();
+        if self.buffer.is_none() || len == 0 || len > max {
+            return;
+        }
+        let parked = self.data().to_vec();
+        self.release(pool);
+        self.parked = parked;
     }
 
     /// Bytes that could still be added, counting the space freed at the front.
@@ -130,7 +147,16 @@ impl Held {
     /// if none is held, and moves the waiting bytes to the front if they are not there.
     /// Call [`Held::fill`] with the number of bytes written into it.
     pub fn spare_mut(&mut self, pool: &mut BufferPool) -> &mut [u8] {
+        let parked = std::mem::take(&mut self.parked);
         let buffer = self.buffer.get_or_insert_with(|| pool.take());
+        if !parked.is_empty() {
+            // Parked bytes are only ever a few, and only kept while no buffer is held.
+            if let Some(front) = buffer.bytes.get_mut(..parked.len()) {
+                front.copy_from_slice(&parked);
+                self.start = 0;
+                self.end = parked.len();
+            }
+        }
         if self.start > 0 {
             buffer.bytes.copy_within(self.start..self.end, 0);
             self.end -= self.start;
@@ -161,6 +187,10 @@ impl Held {
 
     /// Drops `n` bytes from the front; the buffer goes back to the pool once empty.
     pub fn consume(&mut self, n: usize, pool: &mut BufferPool) {
+        if self.buffer.is_none() {
+            self.parked.drain(..n.min(self.parked.len()));
+            return;
+        }
         self.start = (self.start + n).min(self.end);
         self.give_back_if_empty(pool);
     }
@@ -172,6 +202,7 @@ impl Held {
         }
         self.start = 0;
         self.end = 0;
+        self.parked = Vec::new();
     }
 
     fn give_back_if_empty(&mut self, pool: &mut BufferPool) {
@@ -245,6 +276,29 @@ mod tests {
         assert_eq!(pool.spare(), 1);
         assert_eq!(again.bytes.len(), BUFFER_SIZE);
         pool.give(again);
+    }
+
+    #[test]
+    fn parked_bytes_hold_no_buffer_and_come_back_in_order() {
+        let mut pool = BufferPool::new(2);
+        let mut held = Held::default();
+        held.extend(b"abcdef", &mut pool);
+        held.consume(2, &mut pool);
+        held.park(4, &mut pool);
+        assert_eq!(pool.in_use(), 0);
+        assert_eq!(
+            (held.data(), held.len(), held.free()),
+            (&b"cdef"[..], 4, BUFFER_SIZE - 4)
+        );
+        held.extend(b"gh", &mut pool);
+        assert_eq!(pool.in_use(), 1);
+        assert_eq!(held.data(), b"cdefgh");
+        held.park(3, &mut pool); // too many bytes to park: the buffer stays
+        assert_eq!(pool.in_use(), 1);
+        held.park(6, &mut pool);
+        held.consume(6, &mut pool);
+        assert!(held.is_empty());
+        assert_eq!(pool.in_use(), 0);
     }
 
     #[test]

@@ -28,7 +28,9 @@ use slab::Slab;
 use crate::buffer::BufferPool;
 use crate::config::{Limits, Timeouts};
 use crate::endpoint::{Readiness, Socket};
-use crate::limits::{handshake_room, HandshakeRoom, LogLimiter, PerIpCount};
+use crate::limits::{
+    handshake_room, HandshakeRoom, HandshakeStage, Handshakes, LogLimiter, PerIpCount,
+};
 use crate::logger;
 use crate::route::Route;
 use crate::timer::{TimerClass, Timers};
@@ -102,6 +104,8 @@ pub struct EventLoop {
     accept_paused_until: Option<Instant>,
     at_cap: bool,
     accept_warnings: LogLimiter,
+    /// Handshakes in flight, by stage, for `--max-handshakes`.
+    handshakes: Handshakes,
     per_ip: PerIpCount,
     evicted: u64,
     eviction_warnings: LogLimiter,
@@ -146,6 +150,7 @@ impl EventLoop {
             accept_paused_until: None,
             at_cap: false,
             accept_warnings: LogLimiter::new(WARNING_INTERVAL),
+            handshakes: Handshakes::default(),
             per_ip: PerIpCount::new(limits.max_conns_per_ip),
             evicted: 0,
             eviction_warnings: LogLimiter::new(WARNING_INTERVAL),
@@ -291,13 +296,24 @@ impl EventLoop {
     /// What the handshake budget allows: the handshakes in flight are the tunnels under the
     /// handshake deadline, and the oldest of them heads that list.
     fn handshake_room(&self, now: Instant) -> HandshakeRoom {
-        let class = TimerClass::Handshake;
-        handshake_room(
-            self.limits.max_handshakes,
-            self.timers.count(class),
-            self.timers.oldest(class),
-            now,
-        )
+        handshake_room(self.limits.max_handshakes, &self.handshakes, now)
+    }
+
+    /// Keeps the handshake budget's lists in step with the tunnel's handshake.
+    fn track_handshake(&mut self, key: usize, progressed: bool, now: Instant) {
+        let Some(tunnel) = self.tunnels.get(key) else {
+            return;
+        };
+        match tunnel.handshake_stage() {
+            None => {
+                self.handshakes.remove(key);
+            }
+            // A hello's place is its accept time: stray bytes do not buy time.
+            Some(stage)
+                if self.handshakes.list_of(key) == Some(stage.list())
+                    && !(progressed && stage == HandshakeStage::Answered) => {}
+            Some(stage) => self.handshakes.push_back(key, stage.list(), now),
+        }
     }
 
     /// Ends the oldest handshake to make room for a newcomer (slowloris defence).
@@ -305,7 +321,7 @@ impl EventLoop {
         self.evicted += 1;
         if let Some(held_back) = self.eviction_warnings.allow(now) {
             log::warn!(
-                "handshake budget full ({} in flight, --max-handshakes): evicting the oldest; \
+                "handshake budget full ({} in flight, --max-handshakes): evicting the stalest; \
                  {} evicted so far, {held_back} since the last such line",
                 self.limits.max_handshakes,
                 self.evicted
@@ -371,6 +387,7 @@ impl EventLoop {
         self.ready.push_back((key, id));
         self.timers.set(key, tunnel.timer_class(), now);
         entry.insert(tunnel);
+        self.track_handshake(key, false, now);
     }
 
     /// Drives each queued tunnel once. Tunnels queued during this pass wait for the next turn.
@@ -405,6 +422,7 @@ impl EventLoop {
                         tunnel.queued = true;
                         self.ready.push_back((key, id));
                     }
+                    self.track_handshake(key, step.progressed, now);
                 }
                 Err(reason) => self.end_tunnel(key, reason, now),
             }
@@ -442,6 +460,7 @@ impl EventLoop {
     /// key is never mistaken for the tunnel that had it before.
     fn end_tunnel(&mut self, key: usize, reason: EndReason, now: Instant) {
         self.timers.remove(key);
+        self.handshakes.remove(key);
         if let Some(mut tunnel) = self.tunnels.try_remove(key) {
             tunnel.release(&mut self.pool);
             self.per_ip.release(tunnel.peer.ip());

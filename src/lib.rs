@@ -26,6 +26,7 @@ pub mod demo;
 pub mod endpoint;
 pub mod error;
 pub mod event_loop;
+pub mod key_list;
 pub mod limits;
 pub mod listener;
 pub mod logger;

@@ -5,6 +5,8 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
+use crate::key_list::KeyLists;
+
 /// Lets a warning through at most once per `interval`, counting what it held back, so a
 /// flood of refusals costs one log line per interval instead of one per event.
 #[derive(Debug)]
@@ -56,17 +58,33 @@ mod tests {
     }
 
     #[test]
-    fn the_handshake_budget_evicts_only_stale_handshakes() {
+    fn the_handshake_budget_evicts_silent_hellos_first_then_stalled_handshakes() {
         let t0 = Instant::now();
-        let later = t0 + STALE_HANDSHAKE;
-        assert_eq!(handshake_room(2, 1, Some((7, t0)), t0), HandshakeRoom::Free);
+        let mut hs = Handshakes::default();
+        let (hello, answered) = (
+            HandshakeStage::Hello.list(),
+            HandshakeStage::Answered.list(),
+        );
+        hs.push_back(1, answered, t0);
+        hs.push_back(2, hello, t0);
+        assert_eq!(handshake_room(3, &hs, t0), HandshakeRoom::Free);
         assert_eq!(
-            handshake_room(2, 2, Some((7, t0)), t0),
-            HandshakeRoom::FullUntil(later)
+            handshake_room(2, &hs, t0),
+            HandshakeRoom::FullUntil(t0 + HELLO_GRACE)
         );
         assert_eq!(
-            handshake_room(2, 2, Some((7, t0)), later),
-            HandshakeRoom::Evict(7)
+            handshake_room(2, &hs, t0 + HELLO_GRACE),
+            HandshakeRoom::Evict(2)
+        );
+        hs.remove(2);
+        hs.push_back(3, answered, t0);
+        assert_eq!(
+            handshake_room(2, &hs, t0 + HELLO_GRACE),
+            HandshakeRoom::FullUntil(t0 + HANDSHAKE_STALL)
+        );
+        assert_eq!(
+            handshake_room(2, &hs, t0 + HANDSHAKE_STALL),
+            HandshakeRoom::Evict(1)
         );
     }
 
@@ -81,34 +99,71 @@ mod tests {
     }
 }
 
-/// A handshake that has lasted this long is not one a real client needs: when the handshake
-/// budget is full, the oldest such handshake makes room for a newcomer.
-pub const STALE_HANDSHAKE: Duration = Duration::from_secs(1);
+/// How far a handshake in flight has come, for the handshake budget.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HandshakeStage {
+    /// Accepted, and the client's hello not yet answered. A real client sends its hello
+    /// right behind the TCP handshake, so one still here after [`HELLO_GRACE`] is silent or
+    /// trickling.
+    Hello,
+    /// The hello was answered (or, towards a target, sent); now waiting on round trips.
+    Answered,
+}
+
+/// The lists of the handshake budget, one per [`HandshakeStage`].
+pub type Handshakes = KeyLists<2>;
+
+impl HandshakeStage {
+    /// This stage's list in [`Handshakes`].
+    pub fn list(self) -> usize {
+        self as usize
+    }
+}
+
+/// How long an accepted client may take to deliver its hello before it counts as stalled.
+pub const HELLO_GRACE: Duration = Duration::from_millis(10);
+
+/// How long a handshake past the hello may go without progress before it counts as stalled:
+/// longer than any real round trip.
+pub const HANDSHAKE_STALL: Duration = Duration::from_secs(1);
 
 /// What the handshake budget says about admitting one more connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HandshakeRoom {
     /// Under budget.
     Free,
-    /// At budget, but this tunnel (the oldest handshake, stale) may be evicted for it.
+    /// At budget, but this tunnel's handshake has stalled and may be evicted for it.
     Evict(usize),
-    /// At budget and every handshake is young: accept nothing until this instant.
+    /// At budget and every handshake is progressing: accept nothing until this instant.
     FullUntil(Instant),
 }
 
-/// Decides, from the handshakes in flight, whether a newcomer fits.
-pub fn handshake_room(
-    max: usize,
-    in_flight: usize,
-    oldest: Option<(usize, Instant)>,
-    now: Instant,
-) -> HandshakeRoom {
-    match oldest {
-        _ if in_flight < max => HandshakeRoom::Free,
-        Some((key, since)) if now.saturating_duration_since(since) >= STALE_HANDSHAKE => {
-            HandshakeRoom::Evict(key)
-        }
-        Some((_, since)) => HandshakeRoom::FullUntil(since + STALE_HANDSHAKE),
+/// Decides whether a newcomer fits the budget of `max` handshakes.
+///
+/// The stalest handshake makes room: first the oldest that has not delivered its hello
+/// within [`HELLO_GRACE`] (silent and trickling clients), then the one longest without
+/// progress past the hello, once that has lasted [`HANDSHAKE_STALL`]. Only when every
+/// handshake in flight is progressing does accepting wait.
+pub fn handshake_room(max: usize, handshakes: &Handshakes, now: Instant) -> HandshakeRoom {
+    let in_flight = handshakes.len(HandshakeStage::Hello.list())
+        + handshakes.len(HandshakeStage::Answered.list());
+    if in_flight < max {
+        return HandshakeRoom::Free;
+    }
+    let stalled_at = |stage: HandshakeStage, grace: Duration| {
+        handshakes
+            .head(stage.list())
+            .map(|(key, since)| (key, since + grace))
+    };
+    let candidates = [
+        stalled_at(HandshakeStage::Hello, HELLO_GRACE),
+        stalled_at(HandshakeStage::Answered, HANDSHAKE_STALL),
+    ];
+    if let Some((key, _)) = candidates.iter().flatten().find(|(_, at)| *at <= now) {
+        return HandshakeRoom::Evict(*key);
+    }
+    match candidates.iter().flatten().map(|(_, at)| *at).min() {
+        Some(at) => HandshakeRoom::FullUntil(at),
         None => HandshakeRoom::Free,
     }
 }

@@ -9,12 +9,13 @@
 //! - the head of each list is its earliest deadline, so the poll timeout is the earliest of
 //!   four heads, and expiry pops heads until one lies in the future.
 //!
-//! The links live in a `Vec` indexed by the tunnel's slab key, beside the slab, so no
+//! The lists themselves are [`KeyLists`]: links in a `Vec` indexed by slab key, so no
 //! operation allocates once the vector has grown to the peak number of tunnels.
 
 use std::time::{Duration, Instant};
 
 use crate::config::Timeouts;
+use crate::key_list::KeyLists;
 
 /// The deadlines of a tunnel's life; a tunnel is in at most one class at a time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,29 +53,11 @@ impl TimerClass {
     }
 }
 
-const NIL: usize = usize::MAX;
-
-#[derive(Debug, Clone)]
-struct Node {
-    class: Option<TimerClass>,
-    since: Instant,
-    prev: usize,
-    next: usize,
-}
-
-#[derive(Debug, Clone, Copy)]
-struct List {
-    head: usize,
-    tail: usize,
-}
-
 /// All tunnels' deadlines; see the module documentation.
 #[derive(Debug)]
 pub struct Timers {
     durations: [Duration; 4],
-    lists: [List; 4],
-    counts: [usize; 4],
-    nodes: Vec<Node>,
+    lists: KeyLists<4>,
 }
 
 impl Timers {
@@ -87,60 +70,32 @@ impl Timers {
                 timeouts.idle,
                 timeouts.close,
             ],
-            lists: [List {
-                head: NIL,
-                tail: NIL,
-            }; 4],
-            counts: [0; 4],
-            nodes: Vec::new(),
+            lists: KeyLists::default(),
         }
     }
 
     /// The class `key` is in, if any.
     pub fn class_of(&self, key: usize) -> Option<TimerClass> {
-        self.nodes.get(key).and_then(|n| n.class)
+        self.lists
+            .list_of(key)
+            .and_then(|i| TimerClass::ALL.get(i).copied())
     }
 
     /// Puts `key` in `class`, starting its clock at `now` (leaving any class it was in).
     pub fn set(&mut self, key: usize, class: TimerClass, now: Instant) {
-        self.remove(key);
-        if key >= self.nodes.len() {
-            let blank = Node {
-                class: None,
-                since: now,
-                prev: NIL,
-                next: NIL,
-            };
-            self.nodes.resize(key + 1, blank);
-        }
-        self.push_back(key, class, now);
+        self.lists.push_back(key, class.index(), now);
     }
 
     /// Records activity: in a sliding class the deadline moves to `now + duration`.
     pub fn touch(&mut self, key: usize, now: Instant) {
         if let Some(class) = self.class_of(key).filter(|c| c.slides()) {
-            self.unlink(key, class);
-            self.push_back(key, class, now);
+            self.lists.push_back(key, class.index(), now);
         }
     }
 
     /// Takes `key` out of whatever class it is in.
     pub fn remove(&mut self, key: usize) {
-        if let Some(class) = self.class_of(key) {
-            self.unlink(key, class);
-        }
-    }
-
-    /// How many tunnels are in `class`.
-    pub fn count(&self, class: TimerClass) -> usize {
-        self.counts[class.index()]
-    }
-
-    /// The tunnel that entered `class` first (or, in a sliding class, was active least
-    /// recently), and since when.
-    pub fn oldest(&self, class: TimerClass) -> Option<(usize, Instant)> {
-        let key = self.lists[class.index()].head;
-        self.nodes.get(key).map(|node| (key, node.since))
+        self.lists.remove(key);
     }
 
     /// The earliest deadline of all, if any tunnel has one.
@@ -156,54 +111,14 @@ impl Timers {
         let class = TimerClass::ALL
             .into_iter()
             .find(|&c| self.head_deadline(c).is_some_and(|d| d <= now))?;
-        let key = self.lists[class.index()].head;
-        self.unlink(key, class);
+        let (key, _) = self.lists.head(class.index())?;
+        self.lists.remove(key);
         Some((key, class))
     }
 
     fn head_deadline(&self, class: TimerClass) -> Option<Instant> {
-        let node = self.nodes.get(self.lists[class.index()].head)?;
-        Some(node.since + self.durations[class.index()])
-    }
-
-    fn push_back(&mut self, key: usize, class: TimerClass, now: Instant) {
-        let list = &mut self.lists[class.index()];
-        let old_tail = list.tail;
-        list.tail = key;
-        if old_tail == NIL {
-            list.head = key;
-        } else {
-            self.nodes[old_tail].next = key;
-        }
-        self.nodes[key] = Node {
-            class: Some(class),
-            since: now,
-            prev: old_tail,
-            next: NIL,
-        };
-        self.counts[class.index()] += 1;
-    }
-
-    fn unlink(&mut self, key: usize, class: TimerClass) {
-        let Node { prev, next, .. } = self.nodes[key];
-        let list = &mut self.lists[class.index()];
-        if prev == NIL {
-            list.head = next;
-        } else {
-            self.nodes[prev].next = next;
-        }
-        if next == NIL {
-            self.lists[class.index()].tail = prev;
-        } else {
-            self.nodes[next].prev = prev;
-        }
-        self.nodes[key] = Node {
-            class: None,
-            prev: NIL,
-            next: NIL,
-            ..self.nodes[key]
-        };
-        self.counts[class.index()] -= 1;
+        let (_, since) = self.lists.head(class.index())?;
+        Some(since + self.durations[class.index()])
     }
 }
 
@@ -273,16 +188,6 @@ mod tests {
         t.set(0, TimerClass::Idle, t0);
         assert_eq!(t.class_of(0), Some(TimerClass::Idle));
         assert_eq!(t.class_of(1), None);
-        assert_eq!(
-            (t.count(TimerClass::Close), t.count(TimerClass::Idle)),
-            (1, 1)
-        );
-        assert_eq!(t.oldest(TimerClass::Close), Some((2, t0)));
-        assert_eq!(
-            (t.count(TimerClass::Close), t.count(TimerClass::Idle)),
-            (1, 1)
-        );
-        assert_eq!(t.oldest(TimerClass::Close), Some((2, t0)));
         let end = t0 + Duration::from_secs(100);
         let popped: Vec<_> = std::iter::from_fn(|| t.pop_expired(end)).collect();
         assert_eq!(popped.len(), 2);

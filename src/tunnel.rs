@@ -26,6 +26,7 @@ use crate::buffer::BufferPool;
 use crate::endpoint::{
     relay, Endpoint, EndpointError, Eof, Readiness, RelayError, Session, Socket,
 };
+use crate::limits::HandshakeStage;
 use crate::route::{Route, Target};
 use crate::timer::TimerClass;
 use crate::tls::subject::subject;
@@ -102,7 +103,7 @@ impl fmt::Display for EndReason {
             Self::Timeout(class) => write!(f, "{} timeout", class.name()),
             Self::Shutdown => f.write_str("shutdown"),
             Self::Evicted => {
-                f.write_str("evicted: handshake budget full and this handshake the oldest")
+                f.write_str("evicted: handshake budget full and this handshake stalled")
             }
             Self::Tls(side, e) => write!(f, "tls error with {side}: {e}"),
             Self::HandshakeEof(side) => write!(f, "{side} closed during the TLS handshake"),
@@ -230,6 +231,16 @@ impl Tunnel {
         };
         if let Some(socket) = socket {
             socket.mark(ready);
+        }
+    }
+
+    /// How far the tunnel's TLS handshake has come, if one is under way.
+    pub fn handshake_stage(&self) -> Option<HandshakeStage> {
+        match &self.up {
+            _ if self.down.is_handshaking() && !self.down.has_sent() => Some(HandshakeStage::Hello),
+            _ if self.down.is_handshaking() => Some(HandshakeStage::Answered),
+            Upstream::Open(up) if up.is_handshaking() => Some(HandshakeStage::Answered),
+            _ => None,
         }
     }
 

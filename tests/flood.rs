@@ -101,7 +101,7 @@ fn a_full_handshake_budget_evicts_the_oldest_stalled_handshake_for_a_newcomer() 
     let line = moat.wait_for("end=evicted");
     assert!(line.contains("handshake budget full"), "{line}");
     assert!(moat
-        .wait_for("evicting the oldest")
+        .wait_for("evicting the stalest")
         .contains("--max-handshakes"));
     // Eviction waited for the oldest to be stale (one second), not less.
     assert!(start.elapsed() < PATIENCE);

@@ -86,3 +86,26 @@ fn a_stalled_tunnel_gives_its_buffers_back_when_it_ends() {
     assert_no_buffers(&stats(&client, 0));
     drop(keep_rx);
 }
+
+/// A peer that sends the first byte of a record and goes quiet holds what it sent, not a
+/// pooled buffer.
+#[test]
+fn a_started_record_does_not_pin_a_buffer() {
+    let pki = Pki::new();
+    let backend = Backend::echo();
+    let server = Moat::start(&args(&pki.server_args(&backend.target())));
+    let config = common::tls_client::client_config(&pki, Some("client"));
+    let mut quiet = Vec::new();
+    for _ in 0..10 {
+        let mut tls = common::tls_client::tls_connect(server.addr(), config.clone());
+        tls.write_all(b"ping").unwrap();
+        let mut back = [0u8; 4];
+        tls.read_exact(&mut back).unwrap();
+        // The first byte of an application-data record header, and then nothing.
+        tls.sock.write_all(&[0x17]).unwrap();
+        quiet.push(tls);
+    }
+    backend.wait_accepted(10);
+    // Stats are logged from the loop, after the bytes above were read.
+    assert_no_buffers(&stats(&server, 10));
+}

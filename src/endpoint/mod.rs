@@ -124,6 +124,14 @@ impl Endpoint {
         matches!(self, Self::Tls(tls) if tls.is_handshaking())
     }
 
+    /// Whether this end has written anything to its peer (a TLS server: answered the hello).
+    pub fn has_sent(&self) -> bool {
+        match self {
+            Self::Tls(tls) => tls.has_sent(),
+            _ => true,
+        }
+    }
+
     /// Advances the TLS handshake as far as readiness allows. Returns whether it moved.
     pub fn handshake(&mut self, pool: &mut BufferPool) -> Result<bool, EndpointError> {
         match self {

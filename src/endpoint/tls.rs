@@ -37,6 +37,11 @@ use crate::buffer::{BufferPool, Held};
 /// The largest TLS record on the wire (TLS 1.2 allows 2 KiB of expansion over 16 KiB).
 const MAX_RECORD: usize = 5 + 16 * 1024 + 2048;
 
+/// While waiting on the peer, at most this many received bytes (the start of a record) are
+/// kept in an allocation of their own instead of a pooled 32 KiB buffer: a peer that sends
+/// a few bytes and goes quiet must not pin a whole buffer.
+const PARK_MAX: usize = 4096;
+
 /// Room kept in `outgoing` after the handshake for records rustls emits by itself: session
 /// tickets, key updates, alerts. Application data never fills it.
 const CONTROL_RESERVE: usize = 2048;
@@ -145,6 +150,8 @@ pub struct TlsEnd {
     peer_closed: bool,
     /// The socket read EOF.
     tcp_eof: bool,
+    /// Something has been written to the peer (for a server: its hello was answered).
+    sent_any: bool,
     /// The last pass ran until rustls rested (rather than stopping for lack of output room).
     settled: bool,
 }
@@ -160,6 +167,7 @@ impl TlsEnd {
             write_side: WriteSide::Open,
             peer_closed: false,
             tcp_eof: false,
+            sent_any: false,
             settled: true,
         }
     }
@@ -176,19 +184,32 @@ impl TlsEnd {
         self.session.common().peer_certificates()
     }
 
+    /// Whether anything has been written to the peer yet.
+    pub(super) fn has_sent(&self) -> bool {
+        self.sent_any
+    }
+
     /// Advances the handshake as far as readiness allows. Returns whether it moved.
     pub(super) fn handshake(&mut self, pool: &mut BufferPool) -> Result<bool, EndpointError> {
         let mut moved = self.write_out(pool)?;
         loop {
             moved |= self.process(pool, Intent::Settle)?.moved;
             moved |= self.write_out(pool)?;
-            if !self.is_handshaking() || !self.socket.is_readable() {
+            if !self.is_handshaking() {
+                return Ok(moved);
+            }
+            if !self.socket.is_readable() {
+                self.incoming.park(PARK_MAX, pool);
                 return Ok(moved);
             }
             match self.read_in(pool)? {
                 ReadIn::Data => moved = true,
                 ReadIn::Eof => return Err(EndpointError::EofDuringHandshake),
-                ReadIn::Blocked | ReadIn::NoRoom => return Ok(moved),
+                ReadIn::Blocked => {
+                    self.incoming.park(PARK_MAX, pool);
+                    return Ok(moved);
+                }
+                ReadIn::NoRoom => return Ok(moved),
             }
         }
     }
@@ -225,12 +246,17 @@ impl TlsEnd {
                 });
             }
             if !self.socket.is_readable() {
+                self.incoming.park(PARK_MAX, pool);
                 return Ok(Chunk::Pending);
             }
             match self.read_in(pool)? {
                 ReadIn::Data => {}
                 ReadIn::Eof => self.tcp_eof = true,
-                ReadIn::Blocked | ReadIn::NoRoom => return Ok(Chunk::Pending),
+                ReadIn::Blocked => {
+                    self.incoming.park(PARK_MAX, pool);
+                    return Ok(Chunk::Pending);
+                }
+                ReadIn::NoRoom => return Ok(Chunk::Pending),
             }
         }
         Ok(Chunk::Data(self.plaintext.data()))
@@ -425,6 +451,7 @@ impl TlsEnd {
                 Ok(n) => {
                     self.outgoing.consume(n, pool);
                     wrote = true;
+                    self.sent_any = true;
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) => return Err(e.into()),
