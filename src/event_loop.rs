@@ -327,7 +327,15 @@ impl EventLoop {
                 self.evicted
             );
         }
-        self.end_tunnel(key, EndReason::Evicted, now);
+        // Near the connection cap the descriptor is worth more than slowing the attacker.
+        if self.tunnels.len() < self.limits.max_conns / 4 * 3 {
+            if let Some(tunnel) = self.tunnels.get_mut(key) {
+                tunnel.hold(&mut self.pool);
+            }
+            self.handshakes.remove(key);
+        } else {
+            self.end_tunnel(key, EndReason::Evicted, now);
+        }
     }
 
     /// Whether another tunnel fits under `--max-conns`; logs when the cap is reached or left.
@@ -448,7 +456,12 @@ impl EventLoop {
                     continue;
                 }
             }
-            self.end_tunnel(key, EndReason::Timeout(class), now);
+            let reason = if tunnel.is_held() {
+                EndReason::Evicted
+            } else {
+                EndReason::Timeout(class)
+            };
+            self.end_tunnel(key, reason, now);
         }
     }
 

@@ -103,7 +103,7 @@ impl fmt::Display for EndReason {
             Self::Timeout(class) => write!(f, "{} timeout", class.name()),
             Self::Shutdown => f.write_str("shutdown"),
             Self::Evicted => {
-                f.write_str("evicted: handshake budget full and this handshake stalled")
+                f.write_str("evicted: its handshake stalled while the handshake budget was full")
             }
             Self::Tls(side, e) => write!(f, "tls error with {side}: {e}"),
             Self::HandshakeEof(side) => write!(f, "{side} closed during the TLS handshake"),
@@ -234,6 +234,19 @@ impl Tunnel {
         }
     }
 
+    /// Evicted from the handshake budget: drops the client's TLS state and holds the bare
+    /// connection, unread, until its handshake deadline. A slowloris client that is closed at
+    /// once just reconnects; held, it costs a descriptor and no work.
+    pub fn hold(&mut self, pool: &mut BufferPool) {
+        let down = std::mem::replace(&mut self.down, Endpoint::Mirror(Default::default()));
+        self.down = down.into_held(pool);
+    }
+
+    /// Whether the tunnel was evicted and is only being held (see [`Tunnel::hold`]).
+    pub fn is_held(&self) -> bool {
+        matches!(self.down, Endpoint::Held(_))
+    }
+
     /// How far the tunnel's TLS handshake has come, if one is under way.
     pub fn handshake_stage(&self) -> Option<HandshakeStage> {
         match &self.up {
@@ -262,6 +275,9 @@ impl Tunnel {
 
     /// Takes the tunnel as far as readiness allows: handshakes, connect, relay.
     pub fn drive(&mut self, ctx: &mut Ctx<'_>) -> Result<Step, EndReason> {
+        if self.is_held() {
+            return Ok(Step::default());
+        }
         let mut progressed = false;
         if self.down.is_handshaking() {
             progressed |= self

@@ -86,6 +86,8 @@ pub enum Endpoint {
     Tls(Box<TlsEnd>),
     /// An in-memory echo (demo only).
     Mirror(Mirror),
+    /// A connection held silent until its deadline (see [`Endpoint::into_held`]).
+    Held(Socket),
 }
 
 impl Endpoint {
@@ -107,6 +109,7 @@ impl Endpoint {
         match self {
             Self::Plain { socket, .. } => Some(socket),
             Self::Tls(tls) => Some(tls.socket_mut()),
+            Self::Held(socket) => Some(socket),
             Self::Mirror(_) => None,
         }
     }
@@ -156,6 +159,15 @@ impl Endpoint {
         }
     }
 
+    /// The same connection, silenced: no TLS state, no buffers, never read or written.
+    /// For a client evicted from the handshake budget, held until its handshake deadline.
+    pub fn into_held(self, pool: &mut BufferPool) -> Self {
+        match self {
+            Self::Tls(tls) => Self::Held(tls.into_socket(pool)),
+            other => other,
+        }
+    }
+
     /// Whether this end buffers what it reads, so a partial take by the other side loses
     /// nothing (TLS, mirror). A plain socket does not.
     fn buffers_reads(&self) -> bool {
@@ -165,7 +177,7 @@ impl Endpoint {
     /// Bytes this end is sure to accept in one [`Endpoint::send`] right now.
     fn room(&self) -> usize {
         match self {
-            Self::Plain { .. } => 0,
+            Self::Plain { .. } | Self::Held(_) => 0,
             Self::Tls(tls) => tls.room(),
             Self::Mirror(m) => MIRROR_LIMIT - m.held.len() + m.taken,
         }
@@ -177,7 +189,7 @@ impl Endpoint {
         match self {
             Self::Tls(tls) => tls.peek(pool),
             Self::Mirror(m) => Ok(m.peek()),
-            Self::Plain { .. } => Ok(Chunk::Pending),
+            Self::Plain { .. } | Self::Held(_) => Ok(Chunk::Pending),
         }
     }
 
@@ -193,7 +205,7 @@ impl Endpoint {
                     m.taken = 0;
                 }
             }
-            Self::Plain { .. } => {}
+            Self::Plain { .. } | Self::Held(_) => {}
         }
     }
 
@@ -206,6 +218,7 @@ impl Endpoint {
                 Err(e) => Err(e.into()),
             },
             Self::Tls(tls) => tls.send(data, pool),
+            Self::Held(_) => Ok(0),
             Self::Mirror(m) => {
                 if m.taken > 0 {
                     m.held.drain(..m.taken);
@@ -230,6 +243,7 @@ impl Endpoint {
                 Ok(true)
             }
             Self::Tls(tls) => tls.shut_write(pool),
+            Self::Held(_) => Ok(true),
             Self::Mirror(m) => {
                 m.eof = true;
                 Ok(true)

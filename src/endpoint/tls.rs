@@ -309,6 +309,12 @@ impl TlsEnd {
         self.outgoing.release(pool);
     }
 
+    /// Drops the TLS session and its buffers, keeping only the socket.
+    pub(super) fn into_socket(mut self, pool: &mut BufferPool) -> Socket {
+        self.release(pool);
+        self.socket
+    }
+
     /// Room `outgoing` must have before rustls is asked for its next step.
     fn output_reserve(&self) -> usize {
         if self.is_handshaking() {
