@@ -46,6 +46,9 @@ const ACCEPT_BUDGET: usize = 64;
 /// tunnels to end and free descriptors, short enough that clients barely notice.
 const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
 
+/// Lines per [`WARNING_INTERVAL`] for tunnels that ended before they were established.
+const UNESTABLISHED_BURST: u32 = 20;
+
 /// At most one line per this interval for each kind of repeated warning.
 const WARNING_INTERVAL: Duration = Duration::from_secs(10);
 
@@ -107,6 +110,8 @@ pub struct EventLoop {
     /// Handshakes in flight, by stage, for `--max-handshakes`.
     handshakes: Handshakes,
     per_ip: PerIpCount,
+    /// Lines for tunnels that never got established (refused, timed out, evicted).
+    unestablished_lines: LogLimiter,
     evicted: u64,
     eviction_warnings: LogLimiter,
     shutdown_deadline: Option<Instant>,
@@ -151,6 +156,7 @@ impl EventLoop {
             at_cap: false,
             accept_warnings: LogLimiter::new(WARNING_INTERVAL),
             handshakes: Handshakes::default(),
+            unestablished_lines: LogLimiter::with_burst(WARNING_INTERVAL, UNESTABLISHED_BURST),
             per_ip: PerIpCount::new(limits.max_conns_per_ip),
             evicted: 0,
             eviction_warnings: LogLimiter::new(WARNING_INTERVAL),
@@ -477,7 +483,18 @@ impl EventLoop {
         if let Some(mut tunnel) = self.tunnels.try_remove(key) {
             tunnel.release(&mut self.pool);
             self.per_ip.release(tunnel.peer.ip());
-            tunnel.log_end(&self.services[tunnel.route].route, &reason, now);
+            let route = &self.services[tunnel.route].route;
+            if tunnel.is_established() {
+                tunnel.log_end(route, &reason, now);
+            } else if let Some(held_back) = self.unestablished_lines.allow(now) {
+                // Failed handshakes and connects are what a flood is made of: log a few.
+                tunnel.log_end(route, &reason, now);
+                if held_back > 0 {
+                    log::warn!(
+                        "{held_back} more tunnels ended before they were established (not logged)"
+                    );
+                }
+            }
         }
     }
 

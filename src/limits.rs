@@ -7,95 +7,49 @@ use std::time::{Duration, Instant};
 
 use crate::key_list::KeyLists;
 
-/// Lets a warning through at most once per `interval`, counting what it held back, so a
-/// flood of refusals costs one log line per interval instead of one per event.
+/// Lets at most `burst` lines through per `interval`, counting what it held back, so a
+/// flood costs a few log lines per interval instead of one per event.
 #[derive(Debug)]
 pub struct LogLimiter {
     interval: Duration,
-    last: Option<Instant>,
+    burst: u32,
+    window: Option<Instant>,
+    used: u32,
     suppressed: u64,
 }
 
 impl LogLimiter {
     /// A limiter allowing one line per `interval`.
     pub const fn new(interval: Duration) -> Self {
+        Self::with_burst(interval, 1)
+    }
+
+    /// A limiter allowing `burst` lines per `interval`.
+    pub const fn with_burst(interval: Duration, burst: u32) -> Self {
         Self {
             interval,
-            last: None,
+            burst,
+            window: None,
+            used: 0,
             suppressed: 0,
         }
     }
 
-    /// Whether to log now; if so, also how many occurrences were held back since the last line.
+    /// Whether to log now; if so, also how many occurrences were held back before it.
     pub fn allow(&mut self, now: Instant) -> Option<u64> {
-        if self
-            .last
-            .is_some_and(|last| now.saturating_duration_since(last) < self.interval)
-        {
+        let window_over = self
+            .window
+            .is_none_or(|start| now.saturating_duration_since(start) >= self.interval);
+        if window_over {
+            self.window = Some(now);
+            self.used = 0;
+        }
+        if self.used >= self.burst {
             self.suppressed += 1;
             return None;
         }
-        self.last = Some(now);
+        self.used += 1;
         Some(std::mem::take(&mut self.suppressed))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn per_ip_counts_refuse_only_the_crowded_address() {
-        let (a, b) = ("127.0.0.1".parse().unwrap(), "127.0.0.2".parse().unwrap());
-        let now = Instant::now();
-        let mut count = PerIpCount::new(Some(2));
-        assert!(count.admit(a, now) && count.admit(a, now));
-        assert!(!count.admit(a, now));
-        assert!(count.admit(b, now));
-        count.release(a);
-        assert!(count.admit(a, now));
-        assert!(PerIpCount::new(None).admit(a, now));
-    }
-
-    #[test]
-    fn the_handshake_budget_evicts_silent_hellos_first_then_stalled_handshakes() {
-        let t0 = Instant::now();
-        let mut hs = Handshakes::default();
-        let (hello, answered) = (
-            HandshakeStage::Hello.list(),
-            HandshakeStage::Answered.list(),
-        );
-        hs.push_back(1, answered, t0);
-        hs.push_back(2, hello, t0);
-        assert_eq!(handshake_room(3, &hs, t0), HandshakeRoom::Free);
-        assert_eq!(
-            handshake_room(2, &hs, t0),
-            HandshakeRoom::FullUntil(t0 + HELLO_GRACE)
-        );
-        assert_eq!(
-            handshake_room(2, &hs, t0 + HELLO_GRACE),
-            HandshakeRoom::Evict(2)
-        );
-        hs.remove(2);
-        hs.push_back(3, answered, t0);
-        assert_eq!(
-            handshake_room(2, &hs, t0 + HELLO_GRACE),
-            HandshakeRoom::FullUntil(t0 + HANDSHAKE_STALL)
-        );
-        assert_eq!(
-            handshake_room(2, &hs, t0 + HANDSHAKE_STALL),
-            HandshakeRoom::Evict(1)
-        );
-    }
-
-    #[test]
-    fn one_line_per_interval_with_the_count_held_back() {
-        let mut limiter = LogLimiter::new(Duration::from_secs(10));
-        let t0 = Instant::now();
-        assert_eq!(limiter.allow(t0), Some(0));
-        assert_eq!(limiter.allow(t0 + Duration::from_secs(1)), None);
-        assert_eq!(limiter.allow(t0 + Duration::from_secs(9)), None);
-        assert_eq!(limiter.allow(t0 + Duration::from_secs(10)), Some(2));
     }
 }
 

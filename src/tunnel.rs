@@ -242,6 +242,13 @@ impl Tunnel {
         self.down = down.into_held(pool);
     }
 
+    /// Whether the tunnel got as far as relaying: both handshakes done, target connected.
+    pub fn is_established(&self) -> bool {
+        matches!(&self.up, Upstream::Open(up) if !up.is_handshaking())
+            && !self.down.is_handshaking()
+            && !self.is_held()
+    }
+
     /// Whether the tunnel was evicted and is only being held (see [`Tunnel::hold`]).
     pub fn is_held(&self) -> bool {
         matches!(self.down, Endpoint::Held(_))

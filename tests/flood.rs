@@ -203,3 +203,25 @@ fn concurrent_tunnels_each_fail_over_to_the_live_target() {
         .count();
     assert_eq!(served, 60, "log:\n{}", moat.dump());
 }
+
+/// Tunnels that end before they are established (refused, timed out, evicted) are what a
+/// flood is made of: only a burst of their lines is logged per interval.
+#[test]
+fn a_flood_of_refused_clients_logs_a_bounded_number_of_lines() {
+    let pki = Pki::new();
+    let backend = Backend::echo();
+    let moat = server(&pki, &[backend.target()], &["--log-level", "debug"]);
+    let addr = moat.addr();
+    for _ in 0..30 {
+        assert!(tls_echo(addr, client_config(&pki, None), b"no certificate").is_err());
+    }
+    // Every refusal reached moat's loop; the 30th is the last accept in the log.
+    moat.wait_for_count(": accepted 127.0.0.1:", 30);
+    assert_eq!(
+        tls_echo(addr, client_config(&pki, Some("client")), b"ok").unwrap(),
+        b"ok"
+    );
+    moat.wait_for("to_target=2B");
+    let refusals = moat.lines_with("peer sent no certificates").len();
+    assert_eq!(refusals, 20, "{refusals} refusal lines for 30 refusals");
+}
