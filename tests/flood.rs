@@ -22,6 +22,16 @@ fn server(pki: &Pki, targets: &[String], extra: &[&str]) -> Moat {
     Moat::start(&argv.iter().map(String::as_str).collect::<Vec<_>>())
 }
 
+/// A loopback address where nothing listens: connects to it are refused.
+fn refused_target() -> String {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    format!("127.0.0.1:{port}")
+}
+
 /// A TCP connection to `addr` from the loopback address `source`.
 fn connect_from(source: [u8; 4], addr: SocketAddr) -> TcpStream {
     let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
@@ -114,14 +124,7 @@ fn a_full_handshake_budget_evicts_the_stalest_handshake_for_a_newcomer() {
 fn a_refused_or_silent_target_fails_over_to_the_next() {
     let pki = Pki::new();
     let backend = Backend::echo();
-    let refused = {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        format!("127.0.0.1:{port}")
-    };
+    let refused = refused_target();
     let moat = server(
         &pki,
         &[refused.clone(), backend.target()],
@@ -179,14 +182,7 @@ fn a_refused_or_silent_target_fails_over_to_the_next() {
 fn concurrent_tunnels_each_fail_over_to_the_live_target() {
     let pki = Pki::new();
     let backend = Backend::echo();
-    let refused = {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        format!("127.0.0.1:{port}")
-    };
+    let refused = refused_target();
     let moat = server(&pki, &[refused, backend.target()], &[]);
     let addr = moat.addr();
     let config = client_config(&pki, Some("client"));

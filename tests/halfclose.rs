@@ -7,7 +7,7 @@ use std::io::{Read, Write};
 use std::net::{Shutdown, TcpStream};
 
 use common::tls_client::{client_config, tls_connect, tls_transfer};
-use common::{connect, random_bytes, Backend, Moat, Pki};
+use common::{args, connect, random_bytes, Backend, Moat, Pki};
 
 /// A backend that reads the request until EOF, then answers with `reply` and closes:
 /// it can only answer if the client's end of stream reached it.
@@ -20,10 +20,6 @@ fn answer_after_eof(reply: Vec<u8>) -> Backend {
         stream.write_all(&answer).unwrap();
         // Closing right after writing: moat must still deliver every byte.
     })
-}
-
-fn args(v: &[String]) -> Vec<&str> {
-    v.iter().map(String::as_str).collect()
 }
 
 #[test]

@@ -8,11 +8,7 @@ use std::net::TcpStream;
 use std::sync::{mpsc, Mutex};
 use std::time::Duration;
 
-use common::{connect, Backend, Moat, Pki};
-
-fn args(v: &[String]) -> Vec<&str> {
-    v.iter().map(String::as_str).collect()
-}
+use common::{args, connect, Backend, Moat, Pki};
 
 const TUNNELS: usize = 40;
 

@@ -9,11 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 
 use common::tls_client::{client_config, tls_echo};
-use common::{connect, echo_roundtrip, random_bytes, Backend, Moat, Pki, Tool};
-
-fn args(v: &[String]) -> Vec<&str> {
-    v.iter().map(String::as_str).collect()
-}
+use common::{args, connect, echo_roundtrip, random_bytes, Backend, Moat, Pki, Tool};
 
 /// `openssl s_client` towards `addr`, trusting the test CA, verifying the server's name and
 /// failing on a bad server certificate; `identity` (e.g. `client`) adds `-cert/-key`.

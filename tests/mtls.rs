@@ -6,11 +6,7 @@ mod common;
 use std::io::Read;
 
 use common::tls_client::{client_config, tls_echo};
-use common::{connect, Backend, Moat, Pki};
-
-fn args(v: &[String]) -> Vec<&str> {
-    v.iter().map(String::as_str).collect()
-}
+use common::{args, connect, Backend, Moat, Pki};
 
 /// Each refused identity ends with a log line saying why; the backend sees no connection
 /// from any of them: a good client afterwards is the backend's first connection.

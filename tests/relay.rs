@@ -7,11 +7,7 @@ use std::net::Shutdown;
 use std::thread;
 
 use common::tls_client::{client_config, tls_transfer};
-use common::{connect, echo_roundtrip, random_bytes, Backend, Moat, Pki};
-
-fn args(v: &[String]) -> Vec<&str> {
-    v.iter().map(String::as_str).collect()
-}
+use common::{args, connect, echo_roundtrip, random_bytes, Backend, Moat, Pki};
 
 #[test]
 fn server_mode_relays_megabytes_both_ways_for_concurrent_clients() {

@@ -7,14 +7,10 @@ use std::io::{Read, Write};
 use std::sync::Arc;
 
 use common::tls_client::{client_config, tls_connect, tls_transfer};
-use common::{random_bytes, Backend, Moat, Pki};
+use common::{args, random_bytes, Backend, Moat, Pki};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::{ClientConfig, RootCertStore};
-
-fn args(v: &[String]) -> Vec<&str> {
-    v.iter().map(String::as_str).collect()
-}
 
 /// A client that offers only TLS 1.2, with the client certificate.
 fn tls12_config(pki: &Pki) -> Arc<ClientConfig> {

@@ -20,6 +20,11 @@ pub use pki::Pki;
 /// tests wait for events, never for time, so this only bounds a broken run.
 pub const PATIENCE: Duration = Duration::from_secs(20);
 
+/// Borrows owned arguments as `&str`s, for [`Moat::start`].
+pub fn args(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}
+
 /// A running `moat` process whose standard error is collected line by line.
 pub struct Moat {
     child: Child,
