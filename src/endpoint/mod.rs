@@ -39,7 +39,7 @@ pub enum Eof {
 /// What a source has to offer right now.
 #[derive(Debug)]
 pub enum Chunk<'a> {
-    /// Plaintext ready to be taken; call [`Endpoint::consume`] with what was taken.
+    /// Plaintext ready to be taken; the caller then consumes what the sink took.
     Data(&'a [u8]),
     /// Nothing now; readiness will tell when there is more.
     Pending,

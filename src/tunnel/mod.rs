@@ -16,9 +16,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use mio::net::TcpStream;
-use mio::{Interest, Registry, Token};
-use rustls::client::UnbufferedClientConnection;
+use mio::{Registry, Token};
 use rustls::server::UnbufferedServerConnection;
 
 use crate::buffer::BufferPool;
@@ -30,6 +28,8 @@ use crate::limits::HandshakeStage;
 use crate::route::{Route, Target};
 use crate::timer::TimerClass;
 use crate::tls::subject::subject;
+
+mod connect;
 
 /// Plaintext bytes one tunnel may move per [`Tunnel::drive`], so one bulk transfer cannot
 /// starve the other tunnels of a turn.
@@ -402,53 +402,6 @@ impl Tunnel {
         }
     }
 
-    /// The connect deadline passed: try the next target, if one is left untried.
-    pub fn connect_timed_out(&mut self, ctx: &Ctx<'_>) -> Result<(), EndReason> {
-        self.dial(ctx, Some(EndReason::Timeout(TimerClass::Connect)))
-    }
-
-    /// Starts a connect to the route's next target. After a failed attempt (`failed`), moves
-    /// on until every target address has been tried once, then gives up with the failure.
-    fn dial(&mut self, ctx: &Ctx<'_>, mut failed: Option<EndReason>) -> Result<(), EndReason> {
-        let first = *self
-            .first_target
-            .get_or_insert_with(|| ctx.route.target.first_turn());
-        loop {
-            if let Some(reason) = failed.take() {
-                if self.dials >= ctx.route.target.addr_count() {
-                    return Err(reason);
-                }
-                log::debug!("tunnel {}: {reason}; trying the next target", self.id);
-            }
-            let addr = ctx.route.target.addr(first, self.dials);
-            self.dials += 1;
-            match dial(ctx, addr) {
-                Ok(upstream) => {
-                    self.up = upstream;
-                    return Ok(());
-                }
-                Err(reason) => failed = Some(reason),
-            }
-        }
-    }
-
-    /// Turns a finished connect into the upstream end. Returns whether it did.
-    fn finish_connect(&mut self, route: &Route) -> Result<bool, EndReason> {
-        let Upstream::Connecting { socket, addr } = &self.up else {
-            return Ok(false);
-        };
-        if !connected(socket).map_err(EndReason::Connect)? {
-            return Ok(false);
-        }
-        log::debug!("tunnel {}: connected to target {addr}", self.id);
-        if let Upstream::Connecting { socket, .. } =
-            std::mem::replace(&mut self.up, Upstream::NotDialled)
-        {
-            self.up = Upstream::Open(target_endpoint(route, socket)?);
-        }
-        Ok(true)
-    }
-
     fn client_authenticated(&mut self) {
         let certs = self.down.peer_certificates();
         self.subject = certs.and_then(|c| c.first()).and_then(|c| subject(c));
@@ -551,48 +504,4 @@ fn pump(
         }
     }
     Ok(moved)
-}
-
-/// Starts a nonblocking connect to `addr`.
-fn dial(ctx: &Ctx<'_>, addr: Option<SocketAddr>) -> Result<Upstream, EndReason> {
-    let addr = addr.ok_or_else(|| EndReason::Connect(io::Error::other("no target address")))?;
-    let mut stream = TcpStream::connect(addr).map_err(EndReason::Connect)?;
-    // Interactive protocols (redis, SQL) live on small writes; never delay them.
-    stream.set_nodelay(true).map_err(EndReason::Connect)?;
-    ctx.registry
-        .register(
-            &mut stream,
-            Side::Target.token(ctx.key),
-            Interest::READABLE | Interest::WRITABLE,
-        )
-        .map_err(EndReason::Connect)?;
-    Ok(Upstream::Connecting {
-        socket: Socket::new(stream),
-        addr,
-    })
-}
-
-/// Whether a nonblocking connect has finished: writable, and no error pending.
-fn connected(socket: &Socket) -> io::Result<bool> {
-    if !socket.is_writable() {
-        return Ok(false);
-    }
-    // On Linux a connecting socket turns writable only when the connect has finished, and
-    // then SO_ERROR says how; no `getpeername` is needed to confirm it.
-    match socket.stream().take_error()? {
-        Some(err) => Err(err),
-        None => Ok(true),
-    }
-}
-
-/// The upstream end once TCP is connected: plain, or a TLS client session.
-fn target_endpoint(route: &Route, socket: Socket) -> Result<Endpoint, EndReason> {
-    match &route.target {
-        Target::Tcp { tls: Some(tls), .. } => {
-            let conn = UnbufferedClientConnection::new(tls.config.clone(), tls.server_name.clone())
-                .map_err(|e| EndReason::Tls(Side::Target, e))?;
-            Ok(Endpoint::tls(socket, Session::Client(conn)))
-        }
-        _ => Ok(Endpoint::plain(socket)),
-    }
 }
