@@ -98,7 +98,7 @@ fn options() -> Options {
     o.optopt(
         "",
         "max-handshakes",
-        "most TLS handshakes in flight; at the budget the longest-running one makes room (default 1024)",
+        "most TLS handshakes in flight; at the budget the stalest one makes room (default 1024)",
         "N",
     );
     o.optopt(
