@@ -10,7 +10,7 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::Duration;
 
-use common::{connect, random_bytes, Backend, Moat, Pki};
+use common::{args, connect, random_bytes, Backend, Moat, Pki};
 
 const CHUNK: usize = 256 * 1024;
 
@@ -22,9 +22,9 @@ fn a_stalled_receiver_stops_the_sender_without_growing_moat() {
     let conn_tx = std::sync::Mutex::new(conn_tx);
     let backend = Backend::start(move |stream| conn_tx.lock().unwrap().send(stream).unwrap());
     let server_args = pki.server_args(&backend.target());
-    let server = Moat::start(&server_args.iter().map(String::as_str).collect::<Vec<_>>());
+    let server = Moat::start(&args(&server_args));
     let client_args = pki.client_args(&server.addr().to_string());
-    let client = Moat::start(&client_args.iter().map(String::as_str).collect::<Vec<_>>());
+    let client = Moat::start(&args(&client_args));
     let rss_before = [server.rss_kib(), client.rss_kib()];
 
     // Write until the tunnel refuses more for a whole second: every buffer on the way is full.

@@ -11,7 +11,7 @@ use rustls::pki_types::ServerName;
 use rustls::{ClientConnection, StreamOwned};
 
 use common::tls_client::{client_config, tls_echo};
-use common::{connect, wait_closed, Backend, Moat, Pki, PATIENCE};
+use common::{args, connect, wait_closed, Backend, Moat, Pki, PATIENCE};
 
 fn server(pki: &Pki, targets: &[String], extra: &[&str]) -> Moat {
     let mut argv = pki.server_args(&targets[0]);
@@ -19,7 +19,7 @@ fn server(pki: &Pki, targets: &[String], extra: &[&str]) -> Moat {
         argv.extend(["--target".to_string(), t.clone()]);
     }
     argv.extend(extra.iter().map(|s| s.to_string()));
-    Moat::start(&argv.iter().map(String::as_str).collect::<Vec<_>>())
+    Moat::start(&args(&argv))
 }
 
 /// A loopback address where nothing listens: connects to it are refused.

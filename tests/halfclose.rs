@@ -22,6 +22,18 @@ fn answer_after_eof(reply: Vec<u8>) -> Backend {
     })
 }
 
+/// Checks that `got` is the whole answer of [`answer_after_eof`] to a `request_len`-byte request.
+fn assert_whole_answer(got: &[u8], request_len: usize, reply: &[u8]) {
+    let mut expected = format!("{request_len} bytes then\n").into_bytes();
+    expected.extend_from_slice(reply);
+    assert!(
+        got == expected,
+        "got {} bytes, expected {}",
+        got.len(),
+        expected.len()
+    );
+}
+
 #[test]
 fn server_mode_close_notify_becomes_fin_and_the_reply_still_arrives() {
     let pki = Pki::new();
@@ -35,14 +47,7 @@ fn server_mode_close_notify_becomes_fin_and_the_reply_still_arrives() {
         b"GET everything",
     )
     .unwrap();
-    let mut expected = b"14 bytes then\n".to_vec();
-    expected.extend_from_slice(&reply);
-    assert!(
-        got == expected,
-        "got {} bytes, expected {}",
-        got.len(),
-        expected.len()
-    );
+    assert_whole_answer(&got, 14, &reply);
     let line = moat.wait_for("tunnel closed");
     assert!(line.contains("end=clean"), "{line}");
 }
@@ -59,14 +64,7 @@ fn client_mode_fin_becomes_close_notify_and_the_reply_still_arrives() {
     stream.shutdown(Shutdown::Write).unwrap();
     let mut got = Vec::new();
     stream.read_to_end(&mut got).unwrap();
-    let mut expected = b"7 bytes then\n".to_vec();
-    expected.extend_from_slice(&reply);
-    assert!(
-        got == expected,
-        "got {} bytes, expected {}",
-        got.len(),
-        expected.len()
-    );
+    assert_whole_answer(&got, 7, &reply);
     for moat in [&server, &client] {
         let line = moat.wait_for("tunnel closed");
         assert!(line.contains("end=clean"), "{line}");

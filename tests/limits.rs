@@ -7,7 +7,7 @@ use std::io::{Read, Write};
 use std::thread;
 
 use common::tls_client::{client_config, tls_connect, tls_echo};
-use common::{Backend, Moat, Pki};
+use common::{args, Backend, Moat, Pki};
 
 #[test]
 fn at_the_cap_new_clients_wait_and_are_served_once_a_tunnel_ends() {
@@ -15,7 +15,7 @@ fn at_the_cap_new_clients_wait_and_are_served_once_a_tunnel_ends() {
     let backend = Backend::echo();
     let mut argv = pki.server_args(&backend.target());
     argv.extend(["--max-conns".to_string(), "2".to_string()]);
-    let moat = Moat::start(&argv.iter().map(String::as_str).collect::<Vec<_>>());
+    let moat = Moat::start(&args(&argv));
     let addr = moat.addr();
     let config = client_config(&pki, Some("client"));
 

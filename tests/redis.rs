@@ -9,7 +9,7 @@ mod common;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 
-use common::{Moat, Pki};
+use common::{args, Moat, Pki};
 
 struct Redis {
     child: Child,
@@ -83,25 +83,21 @@ fn redis_cli_tls_through_moat_server_and_plaintext_through_moat_client() {
     let Some(redis) = Redis::start() else { return };
     let pki = Pki::new();
     let server_args = pki.server_args(&format!("127.0.0.1:{}", redis.port));
-    let server = Moat::start(&server_args.iter().map(String::as_str).collect::<Vec<_>>());
+    let server = Moat::start(&args(&server_args));
     let port = server.addr().port().to_string();
     let (ca, cert, key) = (pki.ca(), pki.s("client.pem"), pki.s("client.key"));
+    let plain = [
+        "-h",
+        "127.0.0.1",
+        "-p",
+        port.as_str(),
+        "--tls",
+        "--cacert",
+        ca.as_str(),
+    ];
     let tls = |cmd: &[&str]| {
-        let mut args = vec![
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &port,
-            "--tls",
-            "--cacert",
-            &ca,
-            "--cert",
-            &cert,
-            "--key",
-            &key,
-        ];
-        args.extend_from_slice(cmd);
-        redis_cli(&args)
+        let identity = ["--cert", cert.as_str(), "--key", key.as_str()];
+        redis_cli(&[&plain[..], &identity, cmd].concat())
     };
     assert_eq!(
         tls(&["SET", "moat", "guards redis"]),
@@ -110,17 +106,7 @@ fn redis_cli_tls_through_moat_server_and_plaintext_through_moat_client() {
     assert_eq!(tls(&["GET", "moat"]), (true, "guards redis".to_string()));
 
     // Without a client certificate redis-cli gets nowhere.
-    let (_, text) = redis_cli(&[
-        "-h",
-        "127.0.0.1",
-        "-p",
-        &port,
-        "--tls",
-        "--cacert",
-        &ca,
-        "GET",
-        "moat",
-    ]);
+    let (_, text) = redis_cli(&[&plain[..], &["GET", "moat"]].concat());
     assert!(!text.contains("guards redis"), "{text}");
     assert!(server
         .wait_for("peer sent no certificates")
@@ -128,7 +114,7 @@ fn redis_cli_tls_through_moat_server_and_plaintext_through_moat_client() {
 
     // A client that cannot speak TLS goes through moat client.
     let client_args = pki.client_args(&server.addr().to_string());
-    let client = Moat::start(&client_args.iter().map(String::as_str).collect::<Vec<_>>());
+    let client = Moat::start(&args(&client_args));
     let plain_port = client.addr().port().to_string();
     assert_eq!(
         redis_cli(&["-h", "127.0.0.1", "-p", &plain_port, "GET", "moat"]),

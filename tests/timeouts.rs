@@ -13,12 +13,12 @@ use rustls::pki_types::ServerName;
 use rustls::ClientConnection;
 
 use common::tls_client::{client_config, tls_connect, tls_echo};
-use common::{connect, wait_closed, Backend, Moat, Pki};
+use common::{args, connect, wait_closed, Backend, Moat, Pki};
 
 fn server(pki: &Pki, target: &str, extra: &[&str]) -> Moat {
     let mut argv: Vec<String> = pki.server_args(target);
     argv.extend(extra.iter().map(|s| s.to_string()));
-    Moat::start(&argv.iter().map(String::as_str).collect::<Vec<_>>())
+    Moat::start(&args(&argv))
 }
 
 fn assert_closed_after(stream: &mut TcpStream, since: Instant, at_least: Duration) {
