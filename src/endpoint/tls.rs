@@ -38,7 +38,7 @@ use crate::buffer::{BufferPool, Held};
 const MAX_RECORD: usize = 5 + 16 * 1024 + 2048;
 
 /// While waiting on the peer, at most this many received bytes (the start of a record) are
-/// kept in an allocation of their own instead of a pooled 32 KiB buffer: a peer that sends
+/// kept in an allocation of their own instead of a pooled buffer: a peer that sends
 /// a few bytes and goes quiet must not pin a whole buffer.
 const PARK_MAX: usize = 4096;
 
@@ -267,14 +267,21 @@ impl TlsEnd {
         self.plaintext.consume(n, pool);
     }
 
-    /// Plaintext bytes [`TlsEnd::send`] is sure to take right now.
+    /// Plaintext bytes [`TlsEnd::send`] is sure to take right now. Beyond one record it is a
+    /// whole number of records, so a bulk read from the other end is encrypted into full
+    /// records, with no short one at the end.
     pub(super) fn room(&self) -> usize {
         if self.write_side != WriteSide::Open || !self.settled || self.is_handshaking() {
             return 0;
         }
         let space = self.outgoing.free().saturating_sub(CONTROL_RESERVE);
         let records = space / MAX_FRAGMENT + 1;
-        space.saturating_sub(records * RECORD_OVERHEAD)
+        let room = space.saturating_sub(records * RECORD_OVERHEAD);
+        if room >= MAX_FRAGMENT {
+            room - room % MAX_FRAGMENT
+        } else {
+            room
+        }
     }
 
     /// Encrypts as much of `data` as there is room for; returns how much that was.
