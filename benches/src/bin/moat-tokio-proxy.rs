@@ -9,7 +9,12 @@
 //! ```text
 //! moat-tokio-proxy --listen ADDR --target ADDR --cert FILE --key FILE
 //!                  (--client-ca FILE | --no-client-auth) [--handshake-timeout DUR]
+//!                  [--copy-buffer BYTES]
 //! ```
+//!
+//! `--copy-buffer` gives `copy_bidirectional_with_sizes` buffers of that size instead of
+//! tokio's default (8 KiB each way); the benchmarks run the default, and BENCHMARKS.md
+//! reports a run with moat's buffer size beside it.
 //!
 //! It prints `listening on ADDR` to stderr once it accepts, and ends on SIGTERM (the default
 //! action; it keeps no state worth saving).
@@ -34,6 +39,7 @@ struct Options {
     key: PathBuf,
     client_ca: Option<PathBuf>,
     handshake_timeout: Duration,
+    copy_buffer: Option<usize>,
 }
 
 fn main() {
@@ -87,6 +93,12 @@ fn parse(argv: &[String]) -> Result<Options, String> {
         "limit on a TLS handshake (default 10s)",
         "DUR",
     );
+    opts.optopt(
+        "",
+        "copy-buffer",
+        "relay buffer size each way (default: tokio's copy_bidirectional, 8 KiB)",
+        "BYTES",
+    );
     let m = opts
         .parse(argv)
         .map_err(|e| format!("{e}\n{}", opts.usage("Usage: moat-tokio-proxy [options]")))?;
@@ -109,6 +121,15 @@ fn parse(argv: &[String]) -> Result<Options, String> {
             Some(text) => moat_bench::parse_duration(&text)
                 .map_err(|e| format!("--handshake-timeout: {e}"))?,
             None => HANDSHAKE_TIMEOUT,
+        },
+        copy_buffer: match m.opt_str("copy-buffer") {
+            Some(text) => Some(
+                text.parse()
+                    .ok()
+                    .filter(|n| *n > 0)
+                    .ok_or_else(|| format!("--copy-buffer: `{text}` is not a size in bytes"))?,
+            ),
+            None => None,
         },
     })
 }
@@ -135,9 +156,10 @@ async fn serve(options: Options, config: Arc<rustls::ServerConfig>) -> Result<()
         let acceptor = acceptor.clone();
         let target = options.target;
         let limit = options.handshake_timeout;
+        let copy_buffer = options.copy_buffer;
         tokio::spawn(async move {
             // One tunnel failing (bad certificate, backend down, reset) is its own business.
-            let _ = tunnel(acceptor, downstream, target, limit).await;
+            let _ = tunnel(acceptor, downstream, target, limit, copy_buffer).await;
         });
     }
 }
@@ -147,6 +169,7 @@ async fn tunnel(
     downstream: TcpStream,
     target: SocketAddr,
     handshake_timeout: Duration,
+    copy_buffer: Option<usize>,
 ) -> std::io::Result<()> {
     downstream.set_nodelay(true)?;
     let mut tls = tokio::time::timeout(handshake_timeout, acceptor.accept(downstream))
@@ -154,6 +177,11 @@ async fn tunnel(
         .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "handshake timed out"))??;
     let mut upstream = TcpStream::connect(target).await?;
     upstream.set_nodelay(true)?;
-    tokio::io::copy_bidirectional(&mut tls, &mut upstream).await?;
+    match copy_buffer {
+        None => tokio::io::copy_bidirectional(&mut tls, &mut upstream).await?,
+        Some(size) => {
+            tokio::io::copy_bidirectional_with_sizes(&mut tls, &mut upstream, size, size).await?
+        }
+    };
     Ok(())
 }
