@@ -10,15 +10,16 @@
 //! means "stop reading that side" (backpressure). The pool keeps a bounded number of spare
 //! buffers for reuse, so a burst does not leave its memory parked in the pool forever.
 
-/// Capacity of every buffer: three full TLS records, so a bulk transfer moves three records
-/// per `recv` and per `send`. On the way in that is 3 × 16,406 bytes of TLS 1.3 ciphertext;
-/// on the way out, 3 × 16 KiB of plaintext plus the room a TLS end keeps for its own records.
-/// A 32 KiB buffer, by contrast, holds one full record and most of a second, which halves
-/// every read. (Measured with `benches/run.sh --scenarios upload-1,download-8`: 36 KiB, two
-/// records, is faster than 32; 52 KiB faster again; 68 KiB slower on one stream.)
-pub const BUFFER_SIZE: usize = 52 * 1024;
+/// Capacity of every buffer: two full TLS records, so a bulk transfer moves two records per
+/// `recv` and per `send`. On the way in that is 2 × 16,406 bytes of TLS 1.3 ciphertext; on
+/// the way out, 2 × 16 KiB of plaintext plus the room a TLS end keeps for its own records.
+/// A 32 KiB buffer holds one full record and most of a second, which halves every read.
+/// (Measured with `benches/run.sh`: 36 KiB moves 8–13% more bulk per CPU-second than 32;
+/// 52 KiB, three records, 5% more again, but a full-speed download then stretched the
+/// other tunnels' p99 in the fairness benchmark from about 1.4× to 2.4×.)
+pub const BUFFER_SIZE: usize = 36 * 1024;
 
-/// Spare buffers the pool keeps for reuse by default (832 KiB at [`BUFFER_SIZE`]).
+/// Spare buffers the pool keeps for reuse by default (576 KiB at [`BUFFER_SIZE`]).
 pub const DEFAULT_SPARES: usize = 16;
 
 /// A fixed-capacity byte buffer.
