@@ -5,7 +5,7 @@
 //! # Where the bytes wait
 //!
 //! A TLS end holds the bytes in flight itself, in buffers lent by the loop's
-//! [`BufferPool`] only while they hold something (see `tls.rs`): it is a *buffered source*
+//! [`BufferPool`] only while they hold something (see `tls/mod.rs`): it is a *buffered source*
 //! (decrypted plaintext waits until the other side takes it) and a *buffered sink*
 //! (plaintext handed to it is encrypted at once and waits until the socket takes it).
 //! A plain end is neither: it is read only as far as the other side is sure to accept, and

@@ -27,12 +27,14 @@ use std::io::{self, Read, Write};
 use rustls::client::UnbufferedClientConnection;
 use rustls::pki_types::CertificateDer;
 use rustls::server::UnbufferedServerConnection;
-use rustls::unbuffered::{ConnectionState, EncryptError};
 use rustls::CommonState;
 
 use super::socket::{shutdown_write, Socket};
 use super::{Chunk, EndpointError, Eof};
-use crate::buffer::{BufferPool, Held};
+use crate::buffer::{BufferPool, Held, BUFFER_SIZE};
+
+mod states;
+use states::{Intent, Output, Step};
 
 /// The largest TLS record on the wire (TLS 1.2 allows 2 KiB of expansion over 16 KiB).
 const MAX_RECORD: usize = 5 + 16 * 1024 + 2048;
@@ -48,6 +50,11 @@ const CONTROL_RESERVE: usize = 2048;
 
 /// Plaintext per record rustls produces when encrypting.
 const MAX_FRAGMENT: usize = 16 * 1024;
+
+/// A full TLS 1.3 record on the wire: header, 16 KiB, content type, AEAD tag. Two of them
+/// fit in a buffer, so a bulk read takes two whole records (see [`BUFFER_SIZE`]).
+const TLS13_RECORD: usize = 5 + MAX_FRAGMENT + 1 + 16;
+const _: () = assert!(BUFFER_SIZE >= 2 * TLS13_RECORD);
 
 /// An upper bound on what encryption adds to one record (header, nonce, tag, content type),
 /// with slack for a key update rustls may slip in first.
@@ -89,27 +96,6 @@ enum WriteSide {
     /// `close_notify` is in `outgoing`; TCP shutdown follows once it is written.
     Closing,
     Shut,
-}
-
-/// What a [`TlsEnd::process`] pass does once rustls allows application data.
-#[derive(Debug, Clone, Copy)]
-enum Intent<'a> {
-    /// Nothing: just take in what was received and write out what rustls has to say.
-    Settle,
-    /// Encrypt these bytes (at most [`TlsEnd::room`]).
-    Encrypt(&'a [u8]),
-    /// Encrypt a `close_notify` alert.
-    CloseNotify,
-}
-
-/// What one state of rustls' machine led to.
-enum Step {
-    /// Handled; ask rustls for its next state.
-    Next,
-    /// rustls waits for more records from the peer, or for us to write.
-    Rest,
-    /// The intent was carried out; the number is the plaintext encrypted.
-    Done(usize),
 }
 
 /// What a [`TlsEnd::process`] pass achieved.
@@ -274,14 +260,7 @@ impl TlsEnd {
         if self.write_side != WriteSide::Open || !self.settled || self.is_handshaking() {
             return 0;
         }
-        let space = self.outgoing.free().saturating_sub(CONTROL_RESERVE);
-        let records = space / MAX_FRAGMENT + 1;
-        let room = space.saturating_sub(records * RECORD_OVERHEAD);
-        if room >= MAX_FRAGMENT {
-            room - room % MAX_FRAGMENT
-        } else {
-            room
-        }
+        plaintext_room(self.outgoing.free())
     }
 
     /// Encrypts as much of `data` as there is room for; returns how much that was.
@@ -478,89 +457,40 @@ impl TlsEnd {
     }
 }
 
-/// What handling one of rustls' states may touch: everything but the received records,
-/// which rustls is holding while the state lives.
-struct Output<'a> {
-    plaintext: &'a mut Held,
-    outgoing: &'a mut Held,
-    peer_closed: &'a mut bool,
-    pool: &'a mut BufferPool,
+/// Plaintext that surely fits, encrypted, into `free` bytes of `outgoing` while the
+/// control reserve stays untouched; past one record, a whole number of records.
+fn plaintext_room(free: usize) -> usize {
+    let space = free.saturating_sub(CONTROL_RESERVE);
+    let records = space / MAX_FRAGMENT + 1;
+    let room = space.saturating_sub(records * RECORD_OVERHEAD);
+    if room >= MAX_FRAGMENT {
+        room - room % MAX_FRAGMENT
+    } else {
+        room
+    }
 }
 
-impl Output<'_> {
-    /// Lets `write` put records into the free space of `outgoing`.
-    fn write_with<E>(
-        &mut self,
-        write: impl FnOnce(&mut [u8]) -> Result<usize, E>,
-    ) -> Result<usize, E> {
-        let result = write(self.outgoing.spare_mut(self.pool));
-        self.outgoing
-            .fill(result.as_ref().map_or(0, |n| *n), self.pool);
-        result
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_empty_outgoing_takes_two_full_records() {
+        assert_eq!(plaintext_room(BUFFER_SIZE), 2 * MAX_FRAGMENT);
     }
 
-    fn handle<Data>(
-        &mut self,
-        state: Result<ConnectionState<'_, '_, Data>, rustls::Error>,
-        intent: Intent<'_>,
-    ) -> Result<Step, EndpointError> {
-        match state.map_err(EndpointError::Tls)? {
-            ConnectionState::ReadTraffic(mut records) => {
-                while let Some(len) = records.peek_len() {
-                    if len.get() > self.plaintext.free() {
-                        // `read_in` keeps room for every record it can complete.
-                        return Err(internal("decrypted record does not fit"));
-                    }
-                    match records.next_record() {
-                        Some(Ok(record)) => {
-                            self.plaintext.extend(record.payload, self.pool);
-                        }
-                        Some(Err(e)) => return Err(EndpointError::Tls(e)),
-                        None => break,
-                    }
-                }
-                Ok(Step::Next)
+    #[test]
+    fn room_past_one_record_is_whole_records_that_fit() {
+        for free in (0..=BUFFER_SIZE).step_by(97) {
+            let room = plaintext_room(free);
+            if room > MAX_FRAGMENT {
+                assert_eq!(room % MAX_FRAGMENT, 0, "free {free}");
             }
-            ConnectionState::EncodeTlsData(mut record) => {
-                // `process` keeps room for any record rustls emits unasked.
-                self.write_with(|spare| record.encode(spare))
-                    .map_err(|e| internal(&e.to_string()))?;
-                Ok(Step::Next)
-            }
-            // The records are in `outgoing`, ahead of anything written later.
-            ConnectionState::TransmitTlsData(transmit) => {
-                transmit.done();
-                Ok(Step::Next)
-            }
-            ConnectionState::PeerClosed => {
-                *self.peer_closed = true;
-                Ok(Step::Next)
-            }
-            ConnectionState::BlockedHandshake | ConnectionState::Closed => Ok(Step::Rest),
-            ConnectionState::WriteTraffic(mut traffic) => {
-                let written = match intent {
-                    Intent::Settle => return Ok(Step::Rest),
-                    Intent::Encrypt(data) => self
-                        .write_with(|spare| traffic.encrypt(data, spare))
-                        .map(|_| data.len()),
-                    Intent::CloseNotify => self
-                        .write_with(|spare| traffic.queue_close_notify(spare))
-                        .map(|_| 0),
-                };
-                match written {
-                    Ok(taken) => Ok(Step::Done(taken)),
-                    // `room` promised more than there is; take nothing now.
-                    Err(EncryptError::InsufficientSize(_)) => Ok(Step::Rest),
-                    Err(e) => Err(internal(&e.to_string())),
-                }
-            }
-            // 0-RTT is off, so rustls never offers early data.
-            ConnectionState::ReadEarlyData(_) => Err(internal("unexpected early data")),
-            _ => Err(internal("unknown TLS connection state")),
+            let records = room.div_ceil(MAX_FRAGMENT);
+            assert!(
+                room + records * RECORD_OVERHEAD + CONTROL_RESERVE <= free || room == 0,
+                "free {free}: room {room} does not fit"
+            );
         }
     }
-}
-
-fn internal(what: &str) -> EndpointError {
-    EndpointError::Io(io::Error::other(format!("TLS buffering: {what}")))
 }
