@@ -91,10 +91,18 @@ pub fn chart(rows: &[Row], title: &str) -> String {
                         fmt_num(v),
                     ));
                 }
-                None => body.push_str(&format!(
-                    "<text x=\"{BAR_X}\" y=\"{:.0}\" class=\"failed\">failed</text>\n",
-                    y + BAR_H - 4.0
-                )),
+                None => {
+                    // As in the table: a run skipped on purpose is not a failure.
+                    let skipped = row
+                        .error
+                        .as_deref()
+                        .is_some_and(|e| e.starts_with("not run"));
+                    let what = if skipped { "not run" } else { "failed" };
+                    body.push_str(&format!(
+                        "<text x=\"{BAR_X}\" y=\"{:.0}\" class=\"failed\">{what}</text>\n",
+                        y + BAR_H - 4.0
+                    ))
+                }
             }
             y += BAR_H + BAR_GAP;
         }
