@@ -28,6 +28,15 @@ impl Row {
         self.scenario.kind
     }
 
+    /// Whether the run was skipped on purpose (see `not_run`) rather than failed.
+    pub fn skipped(&self) -> bool {
+        self.measured.is_none()
+            && self
+                .error
+                .as_deref()
+                .is_some_and(|e| e.starts_with("not run"))
+    }
+
     /// The per-target-CPU-second figure (or KiB/tunnel for memory).
     pub fn per_cpu(&self) -> Option<f64> {
         self.measured.as_ref().map(|m| m.per_cpu(self.kind()))
@@ -218,12 +227,7 @@ pub fn cells(rows: &[Row]) -> (Vec<&'static str>, Vec<Vec<String>>) {
         .map(|row| {
             let kind = row.kind();
             let Some(m) = &row.measured else {
-                let error = row.error.clone().unwrap_or_default();
-                let what = if error.starts_with("not run") {
-                    "n/a"
-                } else {
-                    "failed"
-                };
+                let what = if row.skipped() { "n/a" } else { "failed" };
                 return vec![
                     row.scenario.name.to_string(),
                     row.target.name().to_string(),
@@ -233,7 +237,11 @@ pub fn cells(rows: &[Row]) -> (Vec<&'static str>, Vec<Vec<String>>) {
                     String::new(),
                     String::new(),
                     String::new(),
-                    error.lines().next().unwrap_or("").to_string(),
+                    row.error
+                        .as_deref()
+                        .and_then(|e| e.lines().next())
+                        .unwrap_or("")
+                        .to_string(),
                 ];
             };
             let tokio = rows

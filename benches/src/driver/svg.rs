@@ -92,12 +92,7 @@ pub fn chart(rows: &[Row], title: &str) -> String {
                     ));
                 }
                 None => {
-                    // As in the table: a run skipped on purpose is not a failure.
-                    let skipped = row
-                        .error
-                        .as_deref()
-                        .is_some_and(|e| e.starts_with("not run"));
-                    let what = if skipped { "not run" } else { "failed" };
+                    let what = if row.skipped() { "not run" } else { "failed" };
                     body.push_str(&format!(
                         "<text x=\"{BAR_X}\" y=\"{:.0}\" class=\"failed\">{what}</text>\n",
                         y + BAR_H - 4.0
