@@ -23,8 +23,9 @@ const CLIENT_CERT: &str = include_str!("../certs/client.pem");
 const CLIENT_KEY: &str = include_str!("../certs/client.key");
 
 /// The three demo listeners: client leg at the base port, TLS leg at base + 1, echo at
-/// base + 2 (or three free ports when the base port is 0). Prints how to try them.
-pub fn services(settings: &DemoMode) -> Result<Vec<Service>, StartError> {
+/// base + 2 (or three free ports when the base port is 0), and the guide that says how to
+/// try them (printed once the loop is ready).
+pub fn services(settings: &DemoMode) -> Result<(Vec<Service>, String), StartError> {
     let port = |offset: u16| {
         let mut addr = settings.base;
         if addr.port() != 0 {
@@ -79,17 +80,17 @@ pub fn services(settings: &DemoMode) -> Result<Vec<Service>, StartError> {
     let client_leg = listen(port(0), client_route, &tls_addr.to_string())?;
     let client_addr = bound(&client_leg)?;
 
-    print_guide(client_addr, tls_addr, echo_addr);
-    Ok(vec![client_leg, tls_leg, echo])
+    let guide = guide(client_addr, tls_addr, echo_addr);
+    Ok((vec![client_leg, tls_leg, echo], guide))
 }
 
 fn bound(service: &Service) -> Result<SocketAddr, StartError> {
     service.local_addr().map_err(StartError::Runtime)
 }
 
-fn print_guide(client: SocketAddr, tls: SocketAddr, echo: SocketAddr) {
+fn guide(client: SocketAddr, tls: SocketAddr, echo: SocketAddr) -> String {
     let (ip, port) = (client.ip(), client.port());
-    println!(
+    format!(
         "\
 moat demo: three listeners on one loop (Ctrl-C to stop)
   client leg (plaintext): {client}   -> mutual TLS to the TLS leg
@@ -105,5 +106,5 @@ Talk TLS to the TLS leg yourself, with the demo client certificate (from the rep
 Without a client certificate the TLS leg refuses you:
   openssl s_client -connect {tls} -CAfile certs/ca.pem -quiet
 "
-    );
+    )
 }

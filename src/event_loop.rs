@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use mio::event::Event;
 use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token};
-use signal_hook::consts::{SIGINT, SIGTERM, SIGUSR1};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
 use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
 
@@ -64,16 +64,19 @@ fn listener_token(index: usize) -> Token {
 pub struct Service {
     listener: Option<TcpListener>,
     route: Route,
+    /// Where its tunnels go, as the `listening on` line shows it.
+    target: String,
     /// The kernel said connections are waiting and no accept has said `WouldBlock` since.
     acceptable: bool,
 }
 
 impl Service {
-    /// A service for `listener`, routing to `route`.
-    pub fn new(listener: TcpListener, route: Route) -> Self {
+    /// A service for `listener`, routing to `route`, whose targets read `target` in the log.
+    pub fn new(listener: TcpListener, route: Route, target: String) -> Self {
         Self {
             listener: Some(listener),
             route,
+            target,
             acceptable: false,
         }
     }
@@ -138,7 +141,7 @@ impl EventLoop {
                     .register(listener, listener_token(index), Interest::READABLE)?;
             }
         }
-        let mut signals = Signals::new([SIGTERM, SIGINT, SIGUSR1])?;
+        let mut signals = Signals::new([SIGTERM, SIGINT, SIGUSR1, SIGHUP])?;
         poll.registry()
             .register(&mut signals, SIGNALS, Interest::READABLE)?;
         Ok(Self {
@@ -162,6 +165,20 @@ impl EventLoop {
             eviction_warnings: LogLimiter::new(WARNING_INTERVAL),
             shutdown_deadline: None,
         })
+    }
+
+    /// Says in the log where each service listens (tests read the port from these lines).
+    /// Called once the loop can take signals: from this line on, moat is ready.
+    pub fn announce(&self) {
+        for service in &self.services {
+            if let Ok(addr) = service.local_addr() {
+                log::info!(
+                    "{}: listening on {addr}, forwarding to {}",
+                    service.route.name,
+                    service.target
+                );
+            }
+        }
     }
 
     /// Runs until a signal asks moat to stop and the open tunnels have finished (or the
@@ -502,6 +519,10 @@ impl EventLoop {
         for signal in self.signals.pending() {
             if signal == SIGUSR1 {
                 self.log_stats();
+                continue;
+            }
+            if signal == SIGHUP {
+                log::info!("SIGHUP: nothing to reload (moat was started from flags)");
                 continue;
             }
             let name = if signal == SIGINT {

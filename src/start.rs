@@ -15,14 +15,23 @@ use crate::tls::{self, Pem};
 
 /// Builds everything `config` describes and runs the loop until shutdown.
 pub fn run(config: &Config) -> Result<(), StartError> {
-    let services = match &config.mode {
-        Mode::Server(server) => vec![server_service(server)?],
-        Mode::Client(client) => vec![client_service(client)?],
-        Mode::Demo(settings) => demo::services(settings)?,
+    let (services, guide) = match &config.mode {
+        Mode::Server(server) => (vec![server_service(server)?], None),
+        Mode::Client(client) => (vec![client_service(client)?], None),
+        Mode::Demo(settings) => {
+            let (services, guide) = demo::services(settings)?;
+            (services, Some(guide))
+        }
     };
-    EventLoop::new(services, config.limits, config.timeouts)
-        .and_then(EventLoop::run)
-        .map_err(StartError::Runtime)
+    let event_loop =
+        EventLoop::new(services, config.limits, config.timeouts).map_err(StartError::Runtime)?;
+    // Only now, with every listener bound and the signal handlers installed, is moat ready:
+    // a supervisor that signals it as soon as it says so must find it able to shut down.
+    event_loop.announce();
+    if let Some(guide) = guide {
+        println!("{guide}");
+    }
+    event_loop.run().map_err(StartError::Runtime)
 }
 
 fn server_service(server: &ServerMode) -> Result<Service, StartError> {
@@ -104,13 +113,9 @@ pub fn resolve(flag: &'static str, target: &str) -> Result<Vec<SocketAddr>, Star
     Ok(addrs)
 }
 
-/// Binds `addr` for `route` and says so in the log (tests read the port from this line).
+/// Binds `addr` for `route`, whose tunnels go to `target` (as the log shows it). The
+/// `listening on` line is logged once the loop is ready ([`EventLoop::announce`]).
 pub fn listen(addr: SocketAddr, route: Route, target: &str) -> Result<Service, StartError> {
     let listener = listener::bind(addr)?;
-    let bound = listener.local_addr().map_err(StartError::Runtime)?;
-    log::info!(
-        "{}: listening on {bound}, forwarding to {target}",
-        route.name
-    );
-    Ok(Service::new(listener, route))
+    Ok(Service::new(listener, route, target.to_owned()))
 }
