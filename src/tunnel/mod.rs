@@ -52,7 +52,7 @@ impl Side {
 
     /// The tunnel key and side a token belongs to.
     pub fn from_token(token: Token) -> (usize, Self) {
-        let side = if token.0 % 2 == 0 {
+        let side = if token.0.is_multiple_of(2) {
             Self::Client
         } else {
             Self::Target
