@@ -438,6 +438,7 @@ impl EventLoop {
                 pool: &mut self.pool,
             };
             match tunnel.drive(&mut ctx) {
+                Ok(_) if tunnel.has_ended() => self.remove_tunnel(key),
                 Ok(_) if tunnel.is_finished() => {
                     let reason = tunnel.clean_end();
                     self.end_tunnel(key, reason, now);
@@ -467,6 +468,10 @@ impl EventLoop {
             let Some(tunnel) = self.tunnels.get_mut(key) else {
                 continue;
             };
+            if class == TimerClass::Linger {
+                self.remove_tunnel(key);
+                continue;
+            }
             if class == TimerClass::Connect {
                 let ctx = Ctx {
                     registry: self.poll.registry(),
@@ -488,30 +493,52 @@ impl EventLoop {
         }
     }
 
-    /// Closes a tunnel and logs its line. Dropping its sockets closes them, which also takes
-    /// them out of the poll.
+    /// Ends a tunnel: logs its line and closes its ends (see [`Tunnel::close`]). A tunnel
+    /// with an end that lingers stays in the slab, silent, until that end is done or its
+    /// linger deadline passes; otherwise it goes at once. Dropping its sockets closes them,
+    /// which also takes them out of the poll.
     ///
     /// This is safe at any point after the turn's events were dispatched: those events live
     /// on as readiness flags, and the ready queue holds `(key, id)` pairs, so a reused slab
     /// key is never mistaken for the tunnel that had it before.
     fn end_tunnel(&mut self, key: usize, reason: EndReason, now: Instant) {
+        self.handshakes.remove(key);
+        let Some(tunnel) = self.tunnels.get_mut(key) else {
+            self.timers.remove(key);
+            return;
+        };
+        let route = &self.services[tunnel.route].route;
+        if tunnel.is_established() {
+            tunnel.log_end(route, &reason, now);
+        } else if let Some(held_back) = self.unestablished_lines.allow(now) {
+            // Failed handshakes and connects are what a flood is made of: log a few.
+            tunnel.log_end(route, &reason, now);
+            if held_back > 0 {
+                log::warn!(
+                    "{held_back} more tunnels ended before they were established (not logged)"
+                );
+            }
+        }
+        if tunnel.close(&reason, &mut self.pool) {
+            log::debug!("tunnel {}: lingering to drain its peer", tunnel.id);
+            self.timers.set(key, TimerClass::Linger, now);
+            // Its socket may be ready already; a lingering end is driven like any other.
+            if !tunnel.queued {
+                tunnel.queued = true;
+                self.ready.push_back((key, tunnel.id));
+            }
+        } else {
+            self.remove_tunnel(key);
+        }
+    }
+
+    /// Takes a tunnel whose end was already logged out of the loop.
+    fn remove_tunnel(&mut self, key: usize) {
         self.timers.remove(key);
         self.handshakes.remove(key);
         if let Some(mut tunnel) = self.tunnels.try_remove(key) {
             tunnel.release(&mut self.pool);
             self.per_ip.release(tunnel.peer.ip());
-            let route = &self.services[tunnel.route].route;
-            if tunnel.is_established() {
-                tunnel.log_end(route, &reason, now);
-            } else if let Some(held_back) = self.unestablished_lines.allow(now) {
-                // Failed handshakes and connects are what a flood is made of: log a few.
-                tunnel.log_end(route, &reason, now);
-                if held_back > 0 {
-                    log::warn!(
-                        "{held_back} more tunnels ended before they were established (not logged)"
-                    );
-                }
-            }
         }
     }
 
@@ -578,6 +605,9 @@ impl EventLoop {
         );
         for mut tunnel in self.tunnels.drain() {
             tunnel.release(&mut self.pool);
+            if tunnel.has_ended() || tunnel.timer_class() == TimerClass::Linger {
+                continue;
+            }
             tunnel.log_end(
                 &self.services[tunnel.route].route,
                 &EndReason::Shutdown,

@@ -7,7 +7,7 @@
 //! - entering a class appends at the tail (its `since` is now, the latest there is);
 //! - activity in a *sliding* class (idle, close) moves the tunnel to the tail;
 //! - the head of each list is its earliest deadline, so the poll timeout is the earliest of
-//!   four heads, and expiry pops heads until one lies in the future.
+//!   five heads, and expiry pops heads until one lies in the future.
 //!
 //! The lists themselves are [`KeyLists`]: links in a `Vec` indexed by slab key, so no
 //! operation allocates once the vector has grown to the peak number of tunnels.
@@ -28,10 +28,24 @@ pub enum TimerClass {
     Idle,
     /// After one direction has finished, bytes must move within this time (sliding).
     Close,
+    /// After a failure, how long an end may drain what its peer still sends before it is
+    /// closed (fixed: [`LINGER_TIME`]).
+    Linger,
 }
 
+/// How long a failed end lingers (see [`TimerClass::Linger`]): long enough for a peer that
+/// was sent a fatal alert to read it and close, short enough that a flood of failing
+/// handshakes cannot hold many descriptors.
+pub const LINGER_TIME: Duration = Duration::from_secs(2);
+
 impl TimerClass {
-    const ALL: [Self; 4] = [Self::Handshake, Self::Connect, Self::Idle, Self::Close];
+    const ALL: [Self; 5] = [
+        Self::Handshake,
+        Self::Connect,
+        Self::Idle,
+        Self::Close,
+        Self::Linger,
+    ];
 
     fn index(self) -> usize {
         self as usize
@@ -49,6 +63,7 @@ impl TimerClass {
             Self::Connect => "connect",
             Self::Idle => "idle",
             Self::Close => "close",
+            Self::Linger => "linger",
         }
     }
 }
@@ -56,8 +71,8 @@ impl TimerClass {
 /// All tunnels' deadlines; see the module documentation.
 #[derive(Debug)]
 pub struct Timers {
-    durations: [Duration; 4],
-    lists: KeyLists<4>,
+    durations: [Duration; 5],
+    lists: KeyLists<5>,
 }
 
 impl Timers {
@@ -69,6 +84,7 @@ impl Timers {
                 timeouts.connect,
                 timeouts.idle,
                 timeouts.close,
+                LINGER_TIME,
             ],
             lists: KeyLists::default(),
         }

@@ -11,6 +11,7 @@
 //! A plain end is neither: it is read only as far as the other side is sure to accept, and
 //! written directly from the other side's buffer. An idle tunnel holds no buffer at all.
 
+mod linger;
 mod socket;
 mod tls;
 
@@ -20,6 +21,7 @@ use rustls::pki_types::CertificateDer;
 
 use crate::buffer::BufferPool;
 
+pub use linger::{LingerStep, Lingering, LINGER_BYTES};
 use socket::shutdown_write;
 pub use socket::{Readiness, Socket};
 pub use tls::{Session, TlsEnd};
@@ -88,6 +90,8 @@ pub enum Endpoint {
     Mirror(Mirror),
     /// A connection held silent until its deadline (see [`Endpoint::into_held`]).
     Held(Socket),
+    /// Nothing any more: the end was closed while the tunnel lives on (lingering).
+    Closed,
 }
 
 impl Endpoint {
@@ -110,7 +114,7 @@ impl Endpoint {
             Self::Plain { socket, .. } => Some(socket),
             Self::Tls(tls) => Some(tls.socket_mut()),
             Self::Held(socket) => Some(socket),
-            Self::Mirror(_) => None,
+            Self::Mirror(_) | Self::Closed => None,
         }
     }
 
@@ -168,6 +172,26 @@ impl Endpoint {
         }
     }
 
+    /// Closes this end after a failure. A TLS end that sent its peer a fatal alert
+    /// (`linger`) comes back as a [`Lingering`], so the alert is not destroyed by a reset;
+    /// with `abort`, a plain peer is sent a reset, so an abort on the other side of the
+    /// tunnel reaches it as an abort (a TLS peer simply gets no `close_notify`). Anything
+    /// else is closed with a FIN.
+    pub fn close(self, pool: &mut BufferPool, linger: bool, abort: bool) -> Option<Lingering> {
+        match self {
+            Self::Tls(tls) if linger => Some(tls.into_lingering(pool)),
+            Self::Tls(mut tls) => {
+                tls.release(pool);
+                None
+            }
+            Self::Plain { socket, .. } if abort => {
+                socket.abort();
+                None
+            }
+            _ => None,
+        }
+    }
+
     /// Whether this end buffers what it reads, so a partial take by the other side loses
     /// nothing (TLS, mirror). A plain socket does not.
     fn buffers_reads(&self) -> bool {
@@ -177,7 +201,7 @@ impl Endpoint {
     /// Bytes this end is sure to accept in one [`Endpoint::send`] right now.
     fn room(&self) -> usize {
         match self {
-            Self::Plain { .. } | Self::Held(_) => 0,
+            Self::Plain { .. } | Self::Held(_) | Self::Closed => 0,
             Self::Tls(tls) => tls.room(),
             Self::Mirror(m) => MIRROR_LIMIT - m.held.len() + m.taken,
         }
@@ -189,7 +213,7 @@ impl Endpoint {
         match self {
             Self::Tls(tls) => tls.peek(pool),
             Self::Mirror(m) => Ok(m.peek()),
-            Self::Plain { .. } | Self::Held(_) => Ok(Chunk::Pending),
+            Self::Plain { .. } | Self::Held(_) | Self::Closed => Ok(Chunk::Pending),
         }
     }
 
@@ -205,7 +229,7 @@ impl Endpoint {
                     m.taken = 0;
                 }
             }
-            Self::Plain { .. } | Self::Held(_) => {}
+            Self::Plain { .. } | Self::Held(_) | Self::Closed => {}
         }
     }
 
@@ -218,7 +242,7 @@ impl Endpoint {
                 Err(e) => Err(e.into()),
             },
             Self::Tls(tls) => tls.send(data, pool),
-            Self::Held(_) => Ok(0),
+            Self::Held(_) | Self::Closed => Ok(0),
             Self::Mirror(m) => {
                 if m.taken > 0 {
                     m.held.drain(..m.taken);
@@ -243,7 +267,7 @@ impl Endpoint {
                 Ok(true)
             }
             Self::Tls(tls) => tls.shut_write(pool),
-            Self::Held(_) => Ok(true),
+            Self::Held(_) | Self::Closed => Ok(true),
             Self::Mirror(m) => {
                 m.eof = true;
                 Ok(true)

@@ -84,6 +84,14 @@ impl Socket {
     pub fn stream(&self) -> &TcpStream {
         &self.stream
     }
+
+    /// Closes the connection with a reset instead of a FIN: how an abort on one side of a
+    /// tunnel reaches a plain peer on the other, so it cannot mistake a cut-off stream for
+    /// a complete one.
+    pub fn abort(self) {
+        // SO_LINGER with a zero timeout makes close() send RST and drop unsent data.
+        let _ = socket2::SockRef::from(&self.stream).set_linger(Some(std::time::Duration::ZERO));
+    }
 }
 
 /// Runs one socket call of `len` bytes: retries it when a signal interrupted it, and clears

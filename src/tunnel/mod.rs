@@ -22,7 +22,8 @@ use rustls::server::UnbufferedServerConnection;
 use crate::buffer::BufferPool;
 
 use crate::endpoint::{
-    relay, Endpoint, EndpointError, Eof, Readiness, RelayError, Session, Socket,
+    relay, Endpoint, EndpointError, Eof, LingerStep, Lingering, Readiness, RelayError, Session,
+    Socket,
 };
 use crate::limits::HandshakeStage;
 use crate::route::{Route, Target};
@@ -91,6 +92,26 @@ pub enum EndReason {
     Connect(io::Error),
     /// A socket failed (reset, broken pipe).
     Io(Side, io::Error),
+}
+
+impl EndReason {
+    /// The side whose stream was cut off, if this end is an abort: that side reset, or its
+    /// TLS session failed. The other side must learn of it as an abort, not a clean end.
+    fn aborted_by(&self) -> Option<Side> {
+        match self {
+            Self::Io(side, _) | Self::Tls(side, _) => Some(*side),
+            _ => None,
+        }
+    }
+
+    /// The side that moat sent a fatal TLS alert, if any: it lingers so the alert arrives.
+    fn alerted(&self) -> Option<Side> {
+        match self {
+            Self::Tls(_, rustls::Error::AlertReceived(_)) => None,
+            Self::Tls(side, _) => Some(*side),
+            _ => None,
+        }
+    }
 }
 
 impl fmt::Display for EndReason {
@@ -181,6 +202,8 @@ pub struct Tunnel {
     dials: usize,
     /// This tunnel's round-robin turn: where its walk through the targets starts.
     first_target: Option<usize>,
+    /// After its end was logged, the one end still draining its peer (see [`Lingering`]).
+    lingering: Option<(Side, Lingering)>,
 }
 
 impl Tunnel {
@@ -218,11 +241,18 @@ impl Tunnel {
             subject: None,
             dials: 0,
             first_target: None,
+            lingering: None,
         })
     }
 
     /// Records readiness reported for one of the tunnel's sockets.
     pub fn mark(&mut self, side: Side, ready: Readiness) {
+        if let Some((lingering_side, end)) = &mut self.lingering {
+            if *lingering_side == side {
+                end.socket_mut().mark(ready);
+            }
+            return;
+        }
         let socket = match (side, &mut self.up) {
             (Side::Client, _) => self.down.socket_mut(),
             (Side::Target, Upstream::Connecting { socket, .. }) => Some(socket),
@@ -266,6 +296,9 @@ impl Tunnel {
 
     /// The deadline the tunnel is under in its current step.
     pub fn timer_class(&self) -> TimerClass {
+        if self.lingering.is_some() {
+            return TimerClass::Linger;
+        }
         match &self.up {
             _ if self.down.is_handshaking() => TimerClass::Handshake,
             Upstream::NotDialled => TimerClass::Handshake,
@@ -283,6 +316,12 @@ impl Tunnel {
     /// Takes the tunnel as far as readiness allows: handshakes, connect, relay.
     pub fn drive(&mut self, ctx: &mut Ctx<'_>) -> Result<Step, EndReason> {
         if self.is_held() {
+            return Ok(Step::default());
+        }
+        if let Some((_, end)) = &mut self.lingering {
+            if end.drive(ctx.pool) == LingerStep::Done {
+                self.lingering = None;
+            }
             return Ok(Step::default());
         }
         let mut progressed = false;
@@ -345,7 +384,39 @@ impl Tunnel {
 
     /// Whether both directions have finished: the tunnel can be closed without losing data.
     pub fn is_finished(&self) -> bool {
-        self.to_target.finished.is_some() && self.to_client.finished.is_some()
+        (self.to_target.finished.is_some() && self.to_client.finished.is_some()) || self.has_ended()
+    }
+
+    /// Whether the tunnel's end was logged and only a lingering end kept it (see
+    /// [`Tunnel::close`]); once this holds and it is finished, it goes without another line.
+    pub fn has_ended(&self) -> bool {
+        self.lingering.is_none() && matches!(self.down, Endpoint::Closed)
+    }
+
+    /// Closes both ends after the tunnel ended for `reason`; returns whether one of them
+    /// lingers (the tunnel must then stay until [`Tunnel::has_ended`] or its linger
+    /// deadline). An abort on one side reaches the other as an abort (a reset towards a
+    /// plain peer); a TLS peer that was sent a fatal alert gets a lingering close.
+    pub fn close(&mut self, reason: &EndReason, pool: &mut BufferPool) -> bool {
+        let (aborted_by, alerted) = (reason.aborted_by(), reason.alerted());
+        let down = std::mem::replace(&mut self.down, Endpoint::Closed);
+        let up = match std::mem::replace(&mut self.up, Upstream::NotDialled) {
+            Upstream::Open(end) => Some(end),
+            Upstream::Connecting { socket, .. } => {
+                drop(socket);
+                None
+            }
+            Upstream::NotDialled => None,
+        };
+        let ends = [(Side::Client, Some(down)), (Side::Target, up)];
+        for (side, end) in ends {
+            let Some(end) = end else { continue };
+            let abort = aborted_by.is_some_and(|by| by != side);
+            if let Some(lingering) = end.close(pool, alerted == Some(side), abort) {
+                self.lingering = Some((side, lingering));
+            }
+        }
+        self.lingering.is_some()
     }
 
     /// How a tunnel that finished both directions ended.

@@ -29,6 +29,7 @@ use rustls::pki_types::CertificateDer;
 use rustls::server::UnbufferedServerConnection;
 use rustls::CommonState;
 
+use super::linger::Lingering;
 use super::socket::{shutdown_write, Socket};
 use super::{Chunk, EndpointError, Eof};
 use crate::buffer::{BufferPool, Held, BUFFER_SIZE};
@@ -295,6 +296,14 @@ impl TlsEnd {
         self.outgoing.release(pool);
     }
 
+    /// Drops the TLS session and its buffers, keeping the socket and the records not yet
+    /// written (the alert that ends the session) for a lingering close.
+    pub(super) fn into_lingering(mut self, pool: &mut BufferPool) -> Lingering {
+        let unsent = self.outgoing.data().to_vec();
+        self.release(pool);
+        Lingering::new(self.socket, unsent)
+    }
+
     /// Drops the TLS session and its buffers, keeping only the socket.
     pub(super) fn into_socket(mut self, pool: &mut BufferPool) -> Socket {
         self.release(pool);
@@ -321,6 +330,11 @@ impl TlsEnd {
         let mut progress = Progress::default();
         let mut failure = None;
         loop {
+            // After a failure rustls holds the alert it queued, and hands it over on the
+            // next call; a call with nothing queued would process the bad input again.
+            if failure.is_some() && !self.session.common().wants_write() {
+                break;
+            }
             if self.outgoing.free() < self.output_reserve() {
                 self.write_out(pool)?;
                 if self.outgoing.free() < self.output_reserve() {
@@ -345,7 +359,7 @@ impl TlsEnd {
                     self.settled = true;
                     break;
                 }
-                // One more pass takes the alert rustls queued for the peer.
+                // The passes that follow take the alert rustls queued for the peer.
                 Err(EndpointError::Tls(e)) if failure.is_none() => failure = Some(e),
                 Err(_) if failure.is_some() => break,
                 Err(e) => return Err(e),
