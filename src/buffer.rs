@@ -22,6 +22,17 @@ pub const BUFFER_SIZE: usize = 36 * 1024;
 /// Spare buffers the pool keeps for reuse by default (576 KiB at [`BUFFER_SIZE`]).
 pub const DEFAULT_SPARES: usize = 16;
 
+/// Capacity of a receive window grown for one large handshake message ([`Held::grow`]):
+/// rustls accepts handshake messages of up to 64 KiB, which it joins in place from however
+/// many records carry them, so the window must hold the whole message and the headers of
+/// its records (here up to 32 KiB of them: records of a few bytes each for a 64 KiB
+/// message, far beyond what real TLS stacks send).
+pub const LARGE_BUFFER_SIZE: usize = 96 * 1024;
+
+/// Most grown windows lent at once: a flood of oversized handshakes cannot make moat hold
+/// more than this many ([`LARGE_BUFFER_SIZE`] each, 24 MiB in all).
+pub const MAX_LARGE_BUFFERS: usize = 256;
+
 /// A fixed-capacity byte buffer.
 #[derive(Debug)]
 pub struct Buffer {
@@ -41,6 +52,7 @@ pub struct BufferPool {
     spare: Vec<Buffer>,
     max_spare: usize,
     in_use: usize,
+    large_in_use: usize,
 }
 
 impl BufferPool {
@@ -50,6 +62,7 @@ impl BufferPool {
             spare: Vec::new(),
             max_spare,
             in_use: 0,
+            large_in_use: 0,
         }
     }
 
@@ -61,13 +74,34 @@ impl BufferPool {
         })
     }
 
+    /// Lends a buffer of [`LARGE_BUFFER_SIZE`] bytes for one large handshake message, or
+    /// `None` when [`MAX_LARGE_BUFFERS`] are lent already. Large buffers are never kept as
+    /// spares: they are rare, and an idle moat should not hold them.
+    pub fn take_large(&mut self) -> Option<Buffer> {
+        if self.large_in_use >= MAX_LARGE_BUFFERS {
+            return None;
+        }
+        self.in_use += 1;
+        self.large_in_use += 1;
+        Some(Buffer {
+            bytes: vec![0; LARGE_BUFFER_SIZE].into_boxed_slice(),
+        })
+    }
+
     /// Takes a buffer back. Its contents are not cleared: whoever takes it next writes
     /// before reading.
     pub fn give(&mut self, buffer: Buffer) {
         self.in_use = self.in_use.saturating_sub(1);
-        if self.spare.len() < self.max_spare {
+        if buffer.bytes.len() != BUFFER_SIZE {
+            self.large_in_use = self.large_in_use.saturating_sub(1);
+        } else if self.spare.len() < self.max_spare {
             self.spare.push(buffer);
         }
+    }
+
+    /// Large buffers lent out (see [`BufferPool::take_large`]).
+    pub fn large_in_use(&self) -> usize {
+        self.large_in_use
     }
 
     /// Buffers lent out and not yet given back.
@@ -145,7 +179,33 @@ impl Held {
 
     /// Bytes that could still be added, counting the space freed at the front.
     pub fn free(&self) -> usize {
-        BUFFER_SIZE - self.len()
+        self.capacity().saturating_sub(self.len())
+    }
+
+    /// The size of the buffer held, or of the one that would be taken.
+    pub fn capacity(&self) -> usize {
+        self.buffer.as_ref().map_or(BUFFER_SIZE, |b| b.bytes.len())
+    }
+
+    /// Moves the waiting bytes into a [`LARGE_BUFFER_SIZE`] buffer, for a handshake message
+    /// that does not fit a normal one. Returns false if the window is large already or the
+    /// pool has no large buffer to lend. The large buffer goes back, like any other, once
+    /// the window is empty.
+    pub fn grow(&mut self, pool: &mut BufferPool) -> bool {
+        if self.capacity() >= LARGE_BUFFER_SIZE {
+            return false;
+        }
+        let Some(mut large) = pool.take_large() else {
+            return false;
+        };
+        let len = self.len();
+        if let Some(front) = large.bytes.get_mut(..len) {
+            front.copy_from_slice(self.data());
+        }
+        self.release(pool);
+        self.buffer = Some(large);
+        self.end = len;
+        true
     }
 
     /// All the free space, contiguous, after the waiting bytes: takes a buffer from the pool
@@ -173,7 +233,7 @@ impl Held {
     /// Records that `n` bytes were written into the slice from [`Held::spare_mut`]; gives
     /// the buffer back if it is still empty.
     pub fn fill(&mut self, n: usize, pool: &mut BufferPool) {
-        self.end = (self.end + n).min(BUFFER_SIZE);
+        self.end = (self.end + n).min(self.capacity());
         self.give_back_if_empty(pool);
     }
 
@@ -304,6 +364,36 @@ mod tests {
         held.consume(6, &mut pool);
         assert!(held.is_empty());
         assert_eq!(pool.in_use(), 0);
+    }
+
+    #[test]
+    fn a_grown_window_keeps_its_bytes_and_is_never_kept_as_a_spare() {
+        let mut pool = BufferPool::new(2);
+        let mut held = Held::default();
+        held.extend(&vec![9u8; BUFFER_SIZE], &mut pool);
+        assert_eq!(held.free(), 0);
+        assert!(held.grow(&mut pool));
+        assert!(!held.grow(&mut pool), "grown twice");
+        assert_eq!((pool.in_use(), pool.large_in_use()), (1, 1));
+        assert_eq!(held.free(), LARGE_BUFFER_SIZE - BUFFER_SIZE);
+        assert_eq!(held.extend(b"more", &mut pool), 4);
+        assert_eq!(held.len(), BUFFER_SIZE + 4);
+        assert!(held.data().ends_with(b"\x09more"));
+        held.consume(held.len(), &mut pool);
+        assert_eq!((pool.in_use(), pool.large_in_use()), (0, 0));
+        assert_eq!(pool.spare(), 1, "only the normal buffer is kept for reuse");
+        assert_eq!(held.capacity(), BUFFER_SIZE);
+    }
+
+    #[test]
+    fn large_buffers_are_capped() {
+        let mut pool = BufferPool::new(0);
+        let lent: Vec<Buffer> = std::iter::from_fn(|| pool.take_large()).collect();
+        assert_eq!(lent.len(), MAX_LARGE_BUFFERS);
+        for buffer in lent {
+            pool.give(buffer);
+        }
+        assert!(pool.take_large().is_some());
     }
 
     #[test]

@@ -16,7 +16,12 @@
 //! - *Input*: the socket is read only as far as `plaintext` could take everything read if
 //!   it all turned out to be application data (a record's plaintext is always shorter than
 //!   its ciphertext). So a decrypted record always fits, and the sending direction never
-//!   waits for the receiving one to drain.
+//!   waits for the receiving one to drain. During the handshake the rule gives way to
+//!   another: rustls joins a handshake message of up to 64 KiB in place, from however many
+//!   records carry it, so `incoming` grows into a large buffer when a normal one fills
+//!   ([`Held::grow`]), once per end and only until it empties again. Data a client sent
+//!   right behind its last flight may then exceed `plaintext`; the record that does not
+//!   fit stays with rustls, and nothing is encrypted until the other end has taken some.
 //! - *Output*: rustls is asked for its next step only with room in `outgoing` for the
 //!   largest record it may emit unasked: a whole record while handshaking, afterwards a
 //!   small reserve for tickets, key updates and alerts, which application data never uses.
@@ -32,7 +37,7 @@ use rustls::CommonState;
 use super::linger::Lingering;
 use super::socket::{shutdown_write, Socket};
 use super::{Chunk, EndpointError, Eof};
-use crate::buffer::{BufferPool, Held, BUFFER_SIZE};
+use crate::buffer::{BufferPool, Held, BUFFER_SIZE, LARGE_BUFFER_SIZE};
 
 mod states;
 use states::{Intent, Output, Step};
@@ -45,8 +50,8 @@ const MAX_RECORD: usize = 5 + 16 * 1024 + 2048;
 /// a few bytes and goes quiet must not pin a whole buffer.
 const PARK_MAX: usize = 4096;
 
-/// Room kept in `outgoing` after the handshake for records rustls emits by itself: session
-/// tickets, key updates, alerts. Application data never fills it.
+/// Room kept in `outgoing` after the handshake for records rustls emits by itself in answer
+/// to a record it receives: key updates, alerts. Application data never fills it.
 const CONTROL_RESERVE: usize = 2048;
 
 /// Plaintext per record rustls produces when encrypting.
@@ -141,6 +146,10 @@ pub struct TlsEnd {
     sent_any: bool,
     /// The last pass ran until rustls rested (rather than stopping for lack of output room).
     settled: bool,
+    /// The last pass stopped at a decrypted record that `plaintext` has no room for: until
+    /// the other end takes some, nothing can be encrypted (rustls hands that record over
+    /// first).
+    plaintext_blocked: bool,
 }
 
 impl TlsEnd {
@@ -156,6 +165,7 @@ impl TlsEnd {
             tcp_eof: false,
             sent_any: false,
             settled: true,
+            plaintext_blocked: false,
         }
     }
 
@@ -258,7 +268,11 @@ impl TlsEnd {
     /// whole number of records, so a bulk read from the other end is encrypted into full
     /// records, with no short one at the end.
     pub(super) fn room(&self) -> usize {
-        if self.write_side != WriteSide::Open || !self.settled || self.is_handshaking() {
+        if self.write_side != WriteSide::Open
+            || !self.settled
+            || self.plaintext_blocked
+            || self.is_handshaking()
+        {
             return 0;
         }
         plaintext_room(self.outgoing.free())
@@ -310,9 +324,12 @@ impl TlsEnd {
         self.socket
     }
 
-    /// Room `outgoing` must have before rustls is asked for its next step.
+    /// Room `outgoing` must have before rustls is asked for its next step: a whole record
+    /// while handshaking or while rustls has records queued (the session tickets that follow
+    /// a handshake carry the client's certificate chain and can span several records),
+    /// otherwise the small reserve for what an incoming record may make it answer.
     fn output_reserve(&self) -> usize {
-        if self.is_handshaking() {
+        if self.is_handshaking() || self.session.common().wants_write() {
             MAX_RECORD
         } else {
             CONTROL_RESERVE
@@ -329,6 +346,7 @@ impl TlsEnd {
     ) -> Result<Progress, EndpointError> {
         let mut progress = Progress::default();
         let mut failure = None;
+        self.plaintext_blocked = false;
         loop {
             // After a failure rustls holds the alert it queued, and hands it over on the
             // next call; a call with nothing queued would process the bad input again.
@@ -382,12 +400,14 @@ impl TlsEnd {
             plaintext,
             outgoing,
             peer_closed,
+            plaintext_blocked,
             ..
         } = self;
         let mut out = Output {
             plaintext,
             outgoing,
             peer_closed,
+            plaintext_blocked,
             pool,
         };
         let (discard, step) = match session {
@@ -410,15 +430,28 @@ impl TlsEnd {
     /// Reads ciphertext from the socket, no more than `plaintext` could take (see the
     /// module notes).
     fn read_in(&mut self, pool: &mut BufferPool) -> Result<ReadIn, EndpointError> {
-        let limit = self.plaintext.free().saturating_sub(self.incoming.len());
+        let limit = if self.is_handshaking() {
+            // No application data is decrypted before the handshake ends, but a handshake
+            // message may need more than a buffer: the window grows for it (below).
+            LARGE_BUFFER_SIZE.saturating_sub(self.incoming.len())
+        } else {
+            self.plaintext.free().saturating_sub(self.incoming.len())
+        };
+        if self.incoming.free() == 0 && limit > 0 && !self.incoming.grow(pool) {
+            return Err(EndpointError::Io(io::Error::new(
+                io::ErrorKind::OutOfMemory,
+                "too many large TLS handshake messages in flight",
+            )));
+        }
         let spare = self.incoming.spare_mut(pool);
         let want = limit.min(spare.len());
         let result = match spare.get_mut(..want) {
             Some(space) if !space.is_empty() => self.socket.read(space),
             _ => {
                 self.incoming.fill(0, pool);
-                // rustls saw all of a full buffer and still wants more: a handshake
-                // message larger than the buffer.
+                // rustls saw all of a full window and still wants more: a handshake
+                // message larger than even a grown window (rustls' own limit is lower, so
+                // it normally refuses such a message first, with an alert).
                 if self.settled && self.plaintext.is_empty() {
                     return Err(EndpointError::Io(io::Error::new(
                         io::ErrorKind::InvalidData,

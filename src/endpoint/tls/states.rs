@@ -35,6 +35,8 @@ pub(super) struct Output<'a> {
     pub(super) plaintext: &'a mut Held,
     pub(super) outgoing: &'a mut Held,
     pub(super) peer_closed: &'a mut bool,
+    /// Set when a decrypted record waits for room in `plaintext`.
+    pub(super) plaintext_blocked: &'a mut bool,
     pub(super) pool: &'a mut BufferPool,
 }
 
@@ -59,8 +61,11 @@ impl Output<'_> {
             ConnectionState::ReadTraffic(mut records) => {
                 while let Some(len) = records.peek_len() {
                     if len.get() > self.plaintext.free() {
-                        // `read_in` keeps room for every record it can complete.
-                        return Err(internal("decrypted record does not fit"));
+                        // Only after a handshake whose flight came with more data than the
+                        // input rule allows (see `read_in`): rustls keeps the record until
+                        // the other end has taken enough plaintext.
+                        *self.plaintext_blocked = true;
+                        return Ok(Step::Rest);
                     }
                     match records.next_record() {
                         Some(Ok(record)) => {
