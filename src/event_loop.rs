@@ -445,6 +445,9 @@ impl EventLoop {
                 }
                 Ok(step) => {
                     let class = tunnel.timer_class();
+                    if step.progressed {
+                        tunnel.note_progress();
+                    }
                     if self.timers.class_of(key) != Some(class) || step.redialed {
                         self.timers.set(key, class, now);
                     } else if step.progressed {
@@ -470,6 +473,11 @@ impl EventLoop {
             };
             if class == TimerClass::Linger {
                 self.remove_tunnel(key);
+                continue;
+            }
+            if matches!(class, TimerClass::Idle | TimerClass::Close) && tunnel.peers_still_reading()
+            {
+                self.timers.set(key, class, now);
                 continue;
             }
             if class == TimerClass::Connect {

@@ -118,6 +118,11 @@ impl Endpoint {
         }
     }
 
+    /// Bytes the kernel still holds for this end's peer (see [`Socket::unsent_bytes`]).
+    pub fn unsent_bytes(&mut self) -> usize {
+        self.socket_mut().map_or(0, |socket| socket.unsent_bytes())
+    }
+
     /// The certificates the TLS peer presented, if this is a TLS end and it presented any.
     pub fn peer_certificates(&self) -> Option<&[CertificateDer<'static>]> {
         match self {

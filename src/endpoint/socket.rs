@@ -85,6 +85,16 @@ impl Socket {
         &self.stream
     }
 
+    /// Bytes written to this socket that the peer has not yet received (TCP: not yet
+    /// acknowledged; a unix socket: not yet read). Zero if the kernel cannot say.
+    ///
+    /// A tunnel that has handed everything to the kernel makes no progress of its own while
+    /// a slow peer reads: this is how the idle and close timeouts tell such a peer, still
+    /// reading, from one that stopped.
+    pub fn unsent_bytes(&self) -> usize {
+        kernel_queue(&self.stream).unwrap_or(0)
+    }
+
     /// Closes the connection with a reset instead of a FIN: how an abort on one side of a
     /// tunnel reaches a plain peer on the other, so it cannot mistake a cut-off stream for
     /// a complete one.
@@ -163,4 +173,18 @@ pub(super) fn shutdown_write(socket: &Socket) -> io::Result<()> {
         Err(e) if e.kind() == io::ErrorKind::NotConnected => Ok(()),
         other => other,
     }
+}
+
+/// `ioctl(SIOCOUTQ)`: the bytes in the socket's send queue that the peer has not yet taken.
+#[allow(unsafe_code)]
+fn kernel_queue(stream: &impl std::os::fd::AsRawFd) -> io::Result<usize> {
+    let mut queued: libc::c_int = 0;
+    // SAFETY: SIOCOUTQ (TIOCOUTQ on Linux) writes one `c_int` through the pointer, which
+    // points to `queued`, alive for the call; the descriptor belongs to `stream`, which is
+    // borrowed for the call, so it stays open.
+    let rc = unsafe { libc::ioctl(stream.as_raw_fd(), libc::TIOCOUTQ, &mut queued) };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(usize::try_from(queued).unwrap_or(0))
 }

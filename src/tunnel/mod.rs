@@ -204,6 +204,9 @@ pub struct Tunnel {
     first_target: Option<usize>,
     /// After its end was logged, the one end still draining its peer (see [`Lingering`]).
     lingering: Option<(Side, Lingering)>,
+    /// Bytes the kernel held for the peers when an idle or close deadline last passed with
+    /// bytes still queued; `None` once the tunnel moved bytes itself.
+    queued_at_deadline: Option<usize>,
 }
 
 impl Tunnel {
@@ -242,6 +245,7 @@ impl Tunnel {
             dials: 0,
             first_target: None,
             lingering: None,
+            queued_at_deadline: None,
         })
     }
 
@@ -385,6 +389,27 @@ impl Tunnel {
     /// Whether both directions have finished: the tunnel can be closed without losing data.
     pub fn is_finished(&self) -> bool {
         (self.to_target.finished.is_some() && self.to_client.finished.is_some()) || self.has_ended()
+    }
+
+    /// Records that the tunnel moved bytes or advanced its handshake.
+    pub fn note_progress(&mut self) {
+        self.queued_at_deadline = None;
+    }
+
+    /// At an idle or close deadline: whether the peers are still taking bytes the kernel
+    /// holds for them. moat hands the kernel all it can at once, so a slow reader makes no
+    /// progress moat can see: it is still reading if the kernel holds bytes for it and
+    /// holds fewer than at the last deadline. A peer that stopped reading is cut at the
+    /// next deadline (at most two timeout periods after its last progress).
+    pub fn peers_still_reading(&mut self) -> bool {
+        let queued = self.down.unsent_bytes()
+            + match &mut self.up {
+                Upstream::Open(end) => end.unsent_bytes(),
+                _ => 0,
+            };
+        let reading = queued > 0 && self.queued_at_deadline.is_none_or(|before| queued < before);
+        self.queued_at_deadline = Some(queued);
+        reading
     }
 
     /// Whether the tunnel's end was logged and only a lingering end kept it (see
