@@ -20,6 +20,8 @@
 mod crc32c;
 mod encode;
 mod parse;
+#[cfg(test)]
+mod tests;
 
 use std::fmt;
 use std::net::SocketAddr;
