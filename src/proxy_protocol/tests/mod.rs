@@ -3,6 +3,7 @@
 //! parser on inputs nobody wrote by hand (`robustness`).
 
 mod refusals;
+mod robustness;
 
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 
