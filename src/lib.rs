@@ -33,6 +33,7 @@ pub mod key_list;
 pub mod limits;
 pub mod listener;
 pub mod logger;
+pub mod proxy_protocol;
 pub mod route;
 pub mod start;
 pub mod timer;
