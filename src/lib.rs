@@ -30,6 +30,7 @@ pub mod key_list;
 pub mod limits;
 pub mod listener;
 pub mod logger;
+pub mod metrics;
 pub mod route;
 pub mod start;
 pub mod timer;
