@@ -33,6 +33,7 @@ pub mod logger;
 pub mod metrics;
 pub mod route;
 pub mod start;
+pub mod status;
 pub mod timer;
 pub mod tls;
 pub mod tunnel;
