@@ -29,6 +29,7 @@ pub mod event_loop;
 pub mod key_list;
 pub mod limits;
 pub mod listener;
+pub mod log_format;
 pub mod logger;
 pub mod metrics;
 pub mod route;
