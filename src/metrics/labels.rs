@@ -492,6 +492,23 @@ mod tests {
     use super::*;
 
     #[test]
+    fn each_value_has_its_own_slot_in_declaration_order() {
+        fn check<L: Label + std::fmt::Debug>(all: &[L]) {
+            assert_eq!(all.len(), L::SLOTS);
+            for (i, value) in all.iter().enumerate() {
+                assert_eq!(value.slot(), i, "{value:?}");
+            }
+        }
+        check(&TunnelEnd::ALL);
+        check(&HandshakeFailure::ALL);
+        check(&Refusal::ALL);
+        check(&TIMER_CLASSES);
+        check(&[Direction::ToTarget, Direction::ToClient]);
+        check(&[ReloadResult::Ok, ReloadResult::Failed]);
+        assert_eq!(TunnelEnd::Revoked.as_label(), TunnelEnd::slot_label(13));
+    }
+
+    #[test]
     fn rustls_values_map_to_their_names_or_other() {
         let label = |slot| <NamedGroup as Label>::slot_label(slot);
         assert_eq!(label(NamedGroup::X25519MLKEM768.slot()), "X25519MLKEM768");

@@ -31,203 +31,124 @@ pub fn render(process: &ProcessMetrics, loops: &[Arc<LoopMetrics>], out: &mut St
             services.entry(name).or_default().push(metrics);
         }
     }
+    let s = &services;
     let mut x = Exposition { out };
-    render_tunnels(&mut x, &services);
-    render_handshakes(&mut x, &services);
-    x.family(
-        "moat_plaintext_bytes_total",
-        "counter",
-        "Plaintext bytes relayed, by direction.",
-    );
-    for (name, all) in &services {
-        x.tally(name, "moat_plaintext_bytes_total", all, |s| {
-            &s.plaintext_bytes
-        });
-    }
-    x.family(
-        "moat_timeouts_total",
-        "counter",
-        "Deadlines that fired, by kind.",
-    );
-    for (name, all) in &services {
-        x.tally(name, "moat_timeouts_total", all, |s| &s.timeouts);
-    }
-    render_loops(&mut x, loops);
-    render_process(&mut x, process);
-}
-
-fn render_tunnels(x: &mut Exposition<'_>, services: &Services) {
-    x.family("moat_tunnels_open", "gauge", "Tunnels open now.");
-    for (name, all) in services {
-        let open = all
-            .iter()
-            .map(|s| s.tunnels_open.get())
-            .fold(0, i64::saturating_add);
-        x.sample("moat_tunnels_open", &[("service", name)], open);
-    }
-    x.family("moat_tunnels_opened_total", "counter", "Tunnels opened.");
-    for (name, all) in services {
-        let opened = sum(all.iter().map(|s| s.tunnels_opened.get()));
-        x.sample("moat_tunnels_opened_total", &[("service", name)], opened);
-    }
-    x.family(
+    // Per service.
+    x.gauge_per_service(s, "moat_tunnels_open", "Tunnels open now.", |m| {
+        m.tunnels_open.get()
+    });
+    x.counter_per_service(s, "moat_tunnels_opened_total", "Tunnels opened.", |m| {
+        m.tunnels_opened.get()
+    });
+    x.tally_per_service(
+        s,
         "moat_tunnels_closed_total",
-        "counter",
         "Tunnels closed, by how they ended.",
+        |m| &m.tunnels_closed,
     );
-    for (name, all) in services {
-        x.tally(name, "moat_tunnels_closed_total", all, |s| {
-            &s.tunnels_closed
-        });
-    }
-}
-
-fn render_handshakes(x: &mut Exposition<'_>, services: &Services) {
-    x.family(
+    x.counter_per_service(
+        s,
         "moat_handshakes_total",
-        "counter",
         "TLS handshakes completed.",
+        |m| m.handshakes.get(),
     );
-    for (name, all) in services {
-        let done = sum(all.iter().map(|s| s.handshakes.get()));
-        x.sample("moat_handshakes_total", &[("service", name)], done);
-    }
-    x.family(
+    x.tally_per_service(
+        s,
         "moat_handshake_failures_total",
-        "counter",
         "TLS handshakes failed, by reason.",
+        |m| &m.handshake_failures,
     );
-    for (name, all) in services {
-        x.tally(name, "moat_handshake_failures_total", all, |s| {
-            &s.handshake_failures
-        });
-    }
-    x.family(
+    x.counter_per_service(
+        s,
         "moat_handshakes_resumed_total",
-        "counter",
         "TLS handshakes completed by resuming a session.",
+        |m| m.handshakes_resumed.get(),
     );
-    for (name, all) in services {
-        let resumed = sum(all.iter().map(|s| s.handshakes_resumed.get()));
-        x.sample(
-            "moat_handshakes_resumed_total",
-            &[("service", name)],
-            resumed,
-        );
-    }
-    x.family(
+    x.histogram_per_service(
+        s,
         "moat_handshake_duration_seconds",
-        "histogram",
         "Time from accept or connect to a completed TLS handshake.",
     );
-    for (name, all) in services {
-        x.histogram(name, "moat_handshake_duration_seconds", all);
-    }
-    x.family(
+    x.tally_per_service(
+        s,
         "moat_handshake_versions_total",
-        "counter",
         "TLS handshakes completed, by protocol version.",
+        |m| &m.versions,
     );
-    for (name, all) in services {
-        x.tally(name, "moat_handshake_versions_total", all, |s| &s.versions);
-    }
-    x.family(
+    x.tally_per_service(
+        s,
         "moat_handshake_suites_total",
-        "counter",
         "TLS handshakes completed, by cipher suite.",
+        |m| &m.suites,
     );
-    for (name, all) in services {
-        x.tally(name, "moat_handshake_suites_total", all, |s| &s.suites);
-    }
-    x.family(
+    x.tally_per_service(
+        s,
         "moat_handshake_groups_total",
-        "counter",
         "TLS handshakes completed, by key-exchange group.",
+        |m| &m.groups,
     );
-    for (name, all) in services {
-        x.tally(name, "moat_handshake_groups_total", all, |s| &s.groups);
-    }
-    x.family(
+    x.alpn_per_service(
+        s,
         "moat_handshake_alpn_total",
-        "counter",
         "TLS handshakes completed with an ALPN protocol, by protocol.",
     );
-    for (name, all) in services {
-        x.alpn(name, all);
-    }
-}
-
-fn render_loops(x: &mut Exposition<'_>, loops: &[Arc<LoopMetrics>]) {
-    x.family(
+    x.tally_per_service(
+        s,
+        "moat_plaintext_bytes_total",
+        "Plaintext bytes relayed, by direction.",
+        |m| &m.plaintext_bytes,
+    );
+    x.tally_per_service(
+        s,
+        "moat_timeouts_total",
+        "Deadlines that fired, by kind.",
+        |m| &m.timeouts,
+    );
+    // Per loop, summed.
+    x.tally(
         "moat_refusals_total",
-        "counter",
         "Connections refused or held off, by the cap that did it.",
-    );
-    x.summed_tally(
-        "moat_refusals_total",
         loops.iter().map(|l| &l.refusals),
-        &[],
     );
-    x.family(
+    x.counter(
         "moat_accept_pauses_total",
-        "counter",
         "Times accepting paused after an accept error such as running out of descriptors.",
+        sum(loops.iter().map(|l| l.accept_pauses.get())),
     );
-    let pauses = sum(loops.iter().map(|l| l.accept_pauses.get()));
-    x.sample("moat_accept_pauses_total", &[], pauses);
-    x.family(
+    x.gauge(
         "moat_buffers_in_use",
-        "gauge",
         "Relay buffers lent to tunnels.",
+        sum_signed(loops.iter().map(|l| l.buffers_in_use.get())),
     );
-    let in_use = loops
-        .iter()
-        .map(|l| l.buffers_in_use.get())
-        .fold(0, i64::saturating_add);
-    x.sample("moat_buffers_in_use", &[], in_use);
-    x.family(
+    x.gauge(
         "moat_buffers_spare",
-        "gauge",
         "Relay buffers kept for reuse.",
+        sum_signed(loops.iter().map(|l| l.buffers_spare.get())),
     );
-    let spare = loops
-        .iter()
-        .map(|l| l.buffers_spare.get())
-        .fold(0, i64::saturating_add);
-    x.sample("moat_buffers_spare", &[], spare);
-}
-
-fn render_process(x: &mut Exposition<'_>, process: &ProcessMetrics) {
-    x.family(
+    // Per process.
+    x.tally(
         "moat_config_reloads_total",
-        "counter",
         "Configuration reloads, by result.",
+        [&process.reloads],
     );
-    x.summed_tally("moat_config_reloads_total", [&process.reloads], &[]);
-    x.family(
+    x.gauge(
         "moat_config_last_reload_success_timestamp_seconds",
-        "gauge",
         "Unix time the configuration in force was loaded (start-up or the last good reload).",
-    );
-    x.sample(
-        "moat_config_last_reload_success_timestamp_seconds",
-        &[],
         process.last_reload_success.get(),
     );
-    x.family(
+    x.counter(
         "moat_log_lines_dropped_total",
-        "counter",
         "Log lines dropped because standard error could not keep up.",
-    );
-    x.sample(
-        "moat_log_lines_dropped_total",
-        &[],
         process.log_lines_dropped.get(),
     );
 }
 
 fn sum(values: impl Iterator<Item = u64>) -> u64 {
     values.fold(0, u64::saturating_add)
+}
+
+fn sum_signed(values: impl Iterator<Item = i64>) -> i64 {
+    values.fold(0, i64::saturating_add)
 }
 
 /// Writes exposition lines into a string.
@@ -285,24 +206,80 @@ impl Exposition<'_> {
         self.out.push('"');
     }
 
-    /// A service's tally, summed over its loops, one series per label value.
-    fn tally<L: Label>(
+    /// A family of one unlabelled counter.
+    fn counter(&mut self, name: &str, help: &str, value: u64) {
+        self.family(name, "counter", help);
+        self.sample(name, &[], value);
+    }
+
+    /// A family of one unlabelled gauge.
+    fn gauge(&mut self, name: &str, help: &str, value: i64) {
+        self.family(name, "gauge", help);
+        self.sample(name, &[], value);
+    }
+
+    /// A family of one tally, summed over `tallies` slot by slot.
+    fn tally<'t, L: Label>(
         &mut self,
-        service: &str,
         name: &str,
-        all: &[Arc<ServiceMetrics>],
+        help: &str,
+        tallies: impl IntoIterator<Item = &'t Tally<L>>,
+    ) {
+        self.family(name, "counter", help);
+        self.summed_tally(name, &[], tallies);
+    }
+
+    /// A counter family with a series per service, each summed over the service's loops.
+    fn counter_per_service(
+        &mut self,
+        services: &Services,
+        name: &str,
+        help: &str,
+        value: impl Fn(&ServiceMetrics) -> u64,
+    ) {
+        self.family(name, "counter", help);
+        for (service, all) in services {
+            let total = sum(all.iter().map(|m| value(m)));
+            self.sample(name, &[("service", service)], total);
+        }
+    }
+
+    /// A gauge family with a series per service, each summed over the service's loops.
+    fn gauge_per_service(
+        &mut self,
+        services: &Services,
+        name: &str,
+        help: &str,
+        value: impl Fn(&ServiceMetrics) -> i64,
+    ) {
+        self.family(name, "gauge", help);
+        for (service, all) in services {
+            let total = sum_signed(all.iter().map(|m| value(m)));
+            self.sample(name, &[("service", service)], total);
+        }
+    }
+
+    /// A counter family with a series per service and label value.
+    fn tally_per_service<L: Label>(
+        &mut self,
+        services: &Services,
+        name: &str,
+        help: &str,
         tally: impl Fn(&ServiceMetrics) -> &Tally<L>,
     ) {
-        let tallies = all.iter().map(|s| tally(s));
-        self.summed_tally(name, tallies, &[("service", service)]);
+        self.family(name, "counter", help);
+        for (service, all) in services {
+            let tallies = all.iter().map(|m| tally(m));
+            self.summed_tally(name, &[("service", service)], tallies);
+        }
     }
 
     /// Tallies summed slot by slot, each series with `labels` before the tally's own label.
     fn summed_tally<'t, L: Label>(
         &mut self,
         name: &str,
-        tallies: impl IntoIterator<Item = &'t Tally<L>>,
         labels: &[(&str, &str)],
+        tallies: impl IntoIterator<Item = &'t Tally<L>>,
     ) {
         let mut sums = vec![0u64; L::SLOTS];
         for tally in tallies {
@@ -317,9 +294,25 @@ impl Exposition<'_> {
         }
     }
 
-    /// A service's ALPN counts summed by protocol name (loops may have given a name
-    /// different slots), names in byte order, `other` last.
-    fn alpn(&mut self, service: &str, all: &[Arc<ServiceMetrics>]) {
+    /// The ALPN family: per service, counts summed by protocol name (loops may have given
+    /// a name different slots), names in byte order, `other` last.
+    fn alpn_per_service(&mut self, services: &Services, name: &str, help: &str) {
+        self.family(name, "counter", help);
+        for (service, all) in services {
+            self.alpn(name, service, all);
+        }
+    }
+
+    /// The histogram family: per service, cumulative buckets up to `+Inf`, then `_sum` in
+    /// seconds and `_count`, summed over the service's loops.
+    fn histogram_per_service(&mut self, services: &Services, name: &str, help: &str) {
+        self.family(name, "histogram", help);
+        for (service, all) in services {
+            self.histogram(name, service, all);
+        }
+    }
+
+    fn alpn(&mut self, name: &str, service: &str, all: &[Arc<ServiceMetrics>]) {
         let mut named: BTreeMap<&[u8], u64> = BTreeMap::new();
         let mut other = 0u64;
         for metrics in all {
@@ -336,13 +329,11 @@ impl Exposition<'_> {
         for (protocol, count) in named.into_iter().chain([(other_label, other)]) {
             let protocol: Cow<'_, str> = String::from_utf8_lossy(protocol);
             let labels = [("service", service), ("protocol", &*protocol)];
-            self.sample("moat_handshake_alpn_total", &labels, count);
+            self.sample(name, &labels, count);
         }
     }
 
-    /// A service's histogram summed over its loops: cumulative buckets up to `+Inf`, then
-    /// `_sum` in seconds and `_count`.
-    fn histogram(&mut self, service: &str, name: &str, all: &[Arc<ServiceMetrics>]) {
+    fn histogram(&mut self, name: &str, service: &str, all: &[Arc<ServiceMetrics>]) {
         let histograms: Vec<&Histogram> = all.iter().map(|s| &s.handshake_duration).collect();
         let Some(first) = histograms.first() else {
             return;
