@@ -7,13 +7,11 @@
 //!
 //! The development certificates from `certs/` are compiled in, so the demo needs no files.
 
-use std::net::SocketAddr;
-
+use crate::address::SocketAddress;
 use crate::config::DemoMode;
 use crate::error::StartError;
-use crate::event_loop::Service;
 use crate::route::{Route, Target, TargetTls};
-use crate::start::listen;
+use crate::start::Plan;
 use crate::tls::{self, Pem};
 
 const CA: &str = include_str!("../certs/ca.pem");
@@ -25,18 +23,18 @@ const CLIENT_KEY: &str = include_str!("../certs/client.key");
 /// The three demo listeners: client leg at the base port, TLS leg at base + 1, echo at
 /// base + 2 (or three free ports when the base port is 0), and the guide that says how to
 /// try them (printed once the loop is ready).
-pub fn services(settings: &DemoMode) -> Result<(Vec<Service>, String), StartError> {
+pub fn services(settings: &DemoMode, plan: &mut Plan) -> Result<String, StartError> {
     let port = |offset: u16| {
         let mut addr = settings.base;
         if addr.port() != 0 {
             addr.set_port(addr.port() + offset);
         }
-        addr
+        SocketAddress::Tcp(addr)
     };
     let ca = Pem::embedded("--client-ca", "certs/ca.pem", CA);
 
-    let echo = listen(
-        port(2),
+    let echo_addr = plan.listen(
+        &port(2),
         Route {
             name: "demo echo backend",
             accept_tls: None,
@@ -44,7 +42,6 @@ pub fn services(settings: &DemoMode) -> Result<(Vec<Service>, String), StartErro
         },
         "itself",
     )?;
-    let echo_addr = bound(&echo)?;
 
     let server_tls = tls::server_config(
         &Pem::embedded("--cert", "certs/server.pem", SERVER_CERT),
@@ -54,10 +51,9 @@ pub fn services(settings: &DemoMode) -> Result<(Vec<Service>, String), StartErro
     let tls_route = Route {
         name: "demo tls leg",
         accept_tls: Some(server_tls),
-        target: Target::tcp(vec![echo_addr], None),
+        target: Target::remote(vec![echo_addr.clone()], None),
     };
-    let tls_leg = listen(port(1), tls_route, &echo_addr.to_string())?;
-    let tls_addr = bound(&tls_leg)?;
+    let tls_addr = plan.listen(&port(1), tls_route, &echo_addr.to_string())?;
 
     let client_tls = tls::client_config(
         &ca,
@@ -69,27 +65,23 @@ pub fn services(settings: &DemoMode) -> Result<(Vec<Service>, String), StartErro
     let client_route = Route {
         name: "demo client leg",
         accept_tls: None,
-        target: Target::tcp(
-            vec![tls_addr],
+        target: Target::remote(
+            vec![tls_addr.clone()],
             Some(TargetTls {
                 config: client_tls,
                 server_name: tls::server_name("--target", "localhost")?,
             }),
         ),
     };
-    let client_leg = listen(port(0), client_route, &tls_addr.to_string())?;
-    let client_addr = bound(&client_leg)?;
-
-    let guide = guide(client_addr, tls_addr, echo_addr);
-    Ok((vec![client_leg, tls_leg, echo], guide))
+    let client_addr = plan.listen(&port(0), client_route, &tls_addr.to_string())?;
+    Ok(guide(&client_addr, &tls_addr, &echo_addr))
 }
 
-fn bound(service: &Service) -> Result<SocketAddr, StartError> {
-    service.local_addr().map_err(StartError::Runtime)
-}
-
-fn guide(client: SocketAddr, tls: SocketAddr, echo: SocketAddr) -> String {
-    let (ip, port) = (client.ip(), client.port());
+fn guide(client: &SocketAddress, tls: &SocketAddress, echo: &SocketAddress) -> String {
+    let (ip, port) = match client {
+        SocketAddress::Tcp(addr) => (addr.ip().to_string(), addr.port().to_string()),
+        SocketAddress::Unix(path) => ("-U".to_owned(), path.display().to_string()),
+    };
     format!(
         "\
 moat demo: three listeners on one loop (Ctrl-C to stop)

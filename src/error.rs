@@ -6,7 +6,6 @@
 
 use std::fmt;
 use std::io;
-use std::net::SocketAddr;
 use std::path::PathBuf;
 
 /// Why moat could not start.
@@ -60,8 +59,8 @@ pub enum StartError {
     },
     /// A listening socket could not be opened (port in use, permission denied).
     Listen {
-        /// The address moat tried to listen on.
-        addr: SocketAddr,
+        /// The address moat tried to listen on, as the log shows it.
+        addr: String,
         /// The operating system's reason.
         source: io::Error,
     },

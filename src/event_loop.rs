@@ -19,18 +19,19 @@ use std::io;
 use std::time::{Duration, Instant};
 
 use mio::event::Event;
-use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
 use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
 
+use crate::address::Peer;
 use crate::buffer::BufferPool;
 use crate::config::{Limits, Timeouts};
-use crate::endpoint::{Readiness, Socket};
+use crate::endpoint::{Conn, Readiness, Socket};
 use crate::limits::{
     handshake_room, HandshakeRoom, HandshakeStage, Handshakes, LogLimiter, PerIpCount,
 };
+use crate::listener::Listener;
 use crate::logger;
 use crate::route::Route;
 use crate::timer::{TimerClass, Timers};
@@ -59,38 +60,28 @@ fn listener_token(index: usize) -> Token {
     Token(usize::MAX - 1 - index)
 }
 
-/// A listening socket and where its connections go.
+/// Where a service's connections go, and the sockets it listens on.
 #[derive(Debug)]
 pub struct Service {
-    listener: Option<TcpListener>,
     route: Route,
     /// Where its tunnels go, as the `listening on` line shows it.
     target: String,
-    /// The kernel said connections are waiting and no accept has said `WouldBlock` since.
-    acceptable: bool,
 }
 
 impl Service {
-    /// A service for `listener`, routing to `route`, whose targets read `target` in the log.
-    pub fn new(listener: TcpListener, route: Route, target: String) -> Self {
-        Self {
-            listener: Some(listener),
-            route,
-            target,
-            acceptable: false,
-        }
+    /// A service routing to `route`, whose targets read `target` in the log.
+    pub fn new(route: Route, target: String) -> Self {
+        Self { route, target }
     }
+}
 
-    /// The address the service listens on.
-    pub fn local_addr(&self) -> io::Result<std::net::SocketAddr> {
-        match &self.listener {
-            Some(listener) => listener.local_addr(),
-            None => Err(io::Error::new(
-                io::ErrorKind::NotConnected,
-                "listener closed",
-            )),
-        }
-    }
+/// A listening socket of the loop, and the service it belongs to.
+#[derive(Debug)]
+struct ListenerSlot {
+    listener: Listener,
+    service: usize,
+    /// The kernel said connections are waiting and no accept has said `WouldBlock` since.
+    acceptable: bool,
 }
 
 /// Everything the loop owns. A single thread owns it all, so plain `&mut` suffices.
@@ -98,6 +89,8 @@ pub struct EventLoop {
     poll: Poll,
     signals: Signals,
     services: Vec<Service>,
+    /// Every listening socket; its index is its token's (see [`listener_token`]).
+    listeners: Vec<Option<ListenerSlot>>,
     tunnels: Slab<Tunnel>,
     timers: Timers,
     /// Tunnels with readiness or leftover work, with their id (a key may be reused).
@@ -133,13 +126,23 @@ impl fmt::Debug for EventLoop {
 
 impl EventLoop {
     /// Registers the listeners and signal handlers; nothing is accepted until [`Self::run`].
-    pub fn new(mut services: Vec<Service>, limits: Limits, timeouts: Timeouts) -> io::Result<Self> {
+    /// `listeners` pairs each listening socket with the index of its service.
+    pub fn new(
+        services: Vec<Service>,
+        listeners: Vec<(usize, Listener)>,
+        limits: Limits,
+        timeouts: Timeouts,
+    ) -> io::Result<Self> {
         let poll = Poll::new()?;
-        for (index, service) in services.iter_mut().enumerate() {
-            if let Some(listener) = service.listener.as_mut() {
-                poll.registry()
-                    .register(listener, listener_token(index), Interest::READABLE)?;
-            }
+        let mut slots = Vec::with_capacity(listeners.len());
+        for (index, (service, mut listener)) in listeners.into_iter().enumerate() {
+            poll.registry()
+                .register(&mut listener, listener_token(index), Interest::READABLE)?;
+            slots.push(Some(ListenerSlot {
+                listener,
+                service,
+                acceptable: false,
+            }));
         }
         let mut signals = Signals::new([SIGTERM, SIGINT, SIGUSR1, SIGHUP])?;
         poll.registry()
@@ -148,6 +151,7 @@ impl EventLoop {
             poll,
             signals,
             services,
+            listeners: slots,
             tunnels: Slab::new(),
             timers: Timers::new(&timeouts),
             ready: VecDeque::new(),
@@ -170,15 +174,26 @@ impl EventLoop {
     /// Says in the log where each service listens (tests read the port from these lines).
     /// Called once the loop can take signals: from this line on, moat is ready.
     pub fn announce(&self) {
-        for service in &self.services {
-            if let Ok(addr) = service.local_addr() {
+        for slot in self.listeners.iter().flatten() {
+            let Some(service) = self.services.get(slot.service) else {
+                continue;
+            };
+            if let Ok(local) = slot.listener.local() {
                 log::info!(
-                    "{}: listening on {addr}, forwarding to {}",
+                    "{}: listening on {local}, forwarding to {}",
                     service.route.name,
                     service.target
                 );
             }
         }
+    }
+
+    /// Where each listener listens, in the order they were given (the demo's guide).
+    pub fn local_addresses(&self) -> Vec<Option<crate::address::SocketAddress>> {
+        self.listeners
+            .iter()
+            .map(|slot| slot.as_ref().and_then(|s| s.listener.local().ok()))
+            .collect()
     }
 
     /// Runs until a signal asks moat to stop and the open tunnels have finished (or the
@@ -217,7 +232,11 @@ impl EventLoop {
             return Some(Duration::ZERO);
         }
         let handshakes_free_at = match self.handshake_room(now) {
-            HandshakeRoom::FullUntil(at) if self.services.iter().any(|s| s.acceptable) => Some(at),
+            HandshakeRoom::FullUntil(at)
+                if self.listeners.iter().flatten().any(|l| l.acceptable) =>
+            {
+                Some(at)
+            }
             _ => None,
         };
         [
@@ -235,8 +254,10 @@ impl EventLoop {
     fn dispatch(&mut self, event: &Event, now: Instant) {
         match event.token() {
             SIGNALS => self.on_signals(now),
-            token if usize::MAX - 1 - token.0 < self.services.len() => {
-                self.services[usize::MAX - 1 - token.0].acceptable = true;
+            token if usize::MAX - 1 - token.0 < self.listeners.len() => {
+                if let Some(Some(slot)) = self.listeners.get_mut(usize::MAX - 1 - token.0) {
+                    slot.acceptable = true;
+                }
             }
             token => {
                 let (key, side) = Side::from_token(token);
@@ -256,10 +277,7 @@ impl EventLoop {
         self.tunnels.len() < self.limits.max_conns
             && self.accept_paused_until.is_none_or(|until| now >= until)
             && !matches!(self.handshake_room(now), HandshakeRoom::FullUntil(_))
-            && self
-                .services
-                .iter()
-                .any(|s| s.acceptable && s.listener.is_some())
+            && self.listeners.iter().flatten().any(|l| l.acceptable)
     }
 
     /// Accepts what the listeners hold, up to the cap and the per-turn budget.
@@ -268,19 +286,25 @@ impl EventLoop {
             return;
         }
         self.accept_paused_until = None;
-        for index in 0..self.services.len() {
+        for index in 0..self.listeners.len() {
             for _ in 0..ACCEPT_BUDGET {
-                if !self.services[index].acceptable || !self.below_cap() {
+                let acceptable = self
+                    .listeners
+                    .get(index)
+                    .and_then(Option::as_ref)
+                    .is_some_and(|slot| slot.acceptable);
+                if !acceptable || !self.below_cap() {
                     break;
                 }
                 let room = self.handshake_room(now);
                 if let HandshakeRoom::FullUntil(_) = room {
                     return;
                 }
-                let Some(listener) = self.services[index].listener.as_ref() else {
+                let Some(slot) = self.listeners.get(index).and_then(Option::as_ref) else {
                     break;
                 };
-                match listener.accept() {
+                let service = slot.service;
+                match slot.listener.accept() {
                     Ok((stream, peer)) => {
                         if !self.per_ip.admit(peer.ip(), now) {
                             continue; // dropping the stream closes it
@@ -288,10 +312,12 @@ impl EventLoop {
                         if let HandshakeRoom::Evict(key) = room {
                             self.evict(key, now);
                         }
-                        self.open_tunnel(index, stream, peer, now);
+                        self.open_tunnel(service, stream, peer, now);
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                        self.services[index].acceptable = false
+                        if let Some(Some(slot)) = self.listeners.get_mut(index) {
+                            slot.acceptable = false;
+                        }
                     }
                     // The client gave up before we got to it; the next one may be fine.
                     Err(e)
@@ -378,13 +404,7 @@ impl EventLoop {
         below
     }
 
-    fn open_tunnel(
-        &mut self,
-        index: usize,
-        mut stream: mio::net::TcpStream,
-        peer: std::net::SocketAddr,
-        now: Instant,
-    ) {
+    fn open_tunnel(&mut self, index: usize, mut stream: Conn, peer: Peer, now: Instant) {
         let entry = self.tunnels.vacant_entry();
         let key = entry.key();
         let interest = Interest::READABLE | Interest::WRITABLE;
@@ -400,7 +420,9 @@ impl EventLoop {
             self.per_ip.release(peer.ip());
             return;
         }
-        let route = &self.services[index].route;
+        let Some(route) = self.services.get(index).map(|s| &s.route) else {
+            return;
+        };
         let id = self.next_id;
         let mut tunnel = match Tunnel::new(id, index, route, Socket::new(stream), peer, now) {
             Ok(tunnel) => tunnel,
@@ -575,11 +597,8 @@ impl EventLoop {
                 self.timeouts.shutdown,
                 self.tunnels.len()
             );
-            for service in &mut self.services {
-                // Closing the listener also takes it out of the poll.
-                service.listener = None;
-                service.acceptable = false;
-            }
+            // Closing the listeners also takes them out of the poll.
+            self.listeners.clear();
             self.shutdown_deadline = Some(now + self.timeouts.shutdown);
         }
     }

@@ -22,6 +22,7 @@
     clippy::use_self
 )]
 
+pub mod address;
 pub mod buffer;
 pub mod cli;
 pub mod config;
@@ -34,8 +35,8 @@ pub mod limits;
 pub mod listener;
 pub mod log_format;
 pub mod logger;
-pub mod proxy_protocol;
 pub mod metrics;
+pub mod proxy_protocol;
 pub mod route;
 pub mod start;
 pub mod status;

@@ -142,9 +142,12 @@ impl PerIpCount {
         }
     }
 
-    /// Counts a new tunnel from `ip`, or refuses it (logged at most once per interval).
-    pub fn admit(&mut self, ip: IpAddr, now: Instant) -> bool {
-        let Some(max) = self.max else { return true };
+    /// Counts a new tunnel from `ip`, or refuses it (logged at most once per interval). A
+    /// peer without an address (a unix socket) is not counted.
+    pub fn admit(&mut self, ip: Option<IpAddr>, now: Instant) -> bool {
+        let (Some(max), Some(ip)) = (self.max, ip) else {
+            return true;
+        };
         let open = self.open.entry(ip).or_insert(0);
         if *open < max {
             *open += 1;
@@ -162,7 +165,8 @@ impl PerIpCount {
     }
 
     /// Forgets a tunnel from `ip` that has ended.
-    pub fn release(&mut self, ip: IpAddr) {
+    pub fn release(&mut self, ip: Option<IpAddr>) {
+        let Some(ip) = ip else { return };
         if let Some(open) = self.open.get_mut(&ip) {
             *open -= 1;
             if *open == 0 {

@@ -1,11 +1,12 @@
 //! Where a listener's connections go: how to accept them and what to connect them to.
 
-use std::cell::Cell;
-use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use rustls::pki_types::ServerName;
 use rustls::{ClientConfig, ServerConfig};
+
+use crate::address::SocketAddress;
 
 /// What one listener does with the connections it accepts.
 #[derive(Debug)]
@@ -21,14 +22,14 @@ pub struct Route {
 /// The far end of a route's tunnels.
 #[derive(Debug)]
 pub enum Target {
-    /// A TCP service, reached over plain TCP or TLS.
-    Tcp {
-        /// Addresses resolved at start-up; connections take them in turn.
-        addrs: Vec<SocketAddr>,
+    /// A service reached over TCP or a unix socket, in plaintext or TLS.
+    Remote {
+        /// Addresses resolved at start-up (or reload); connections take them in turn.
+        addrs: Vec<SocketAddress>,
         /// TLS to open towards the target (client mode), or `None` for plaintext.
         tls: Option<TargetTls>,
-        /// Round-robin position in `addrs`.
-        next: Cell<usize>,
+        /// Round-robin position in `addrs` (shared by every worker thread).
+        next: AtomicUsize,
     },
     /// An echo inside moat (the demo's backend).
     Mirror,
@@ -44,42 +45,38 @@ pub struct TargetTls {
 }
 
 impl Target {
-    /// A TCP target over `addrs`, with optional TLS.
-    pub fn tcp(addrs: Vec<SocketAddr>, tls: Option<TargetTls>) -> Self {
-        Self::Tcp {
+    /// A target over `addrs`, with optional TLS.
+    pub fn remote(addrs: Vec<SocketAddress>, tls: Option<TargetTls>) -> Self {
+        Self::Remote {
             addrs,
             tls,
-            next: Cell::new(0),
+            next: AtomicUsize::new(0),
         }
     }
 
     /// How many addresses there are to try.
     pub fn addr_count(&self) -> usize {
         match self {
-            Self::Tcp { addrs, .. } => addrs.len(),
+            Self::Remote { addrs, .. } => addrs.len(),
             Self::Mirror => 0,
         }
     }
 
     /// Where a new tunnel starts in the list of addresses: the round-robin turn.
     pub fn first_turn(&self) -> usize {
-        let Self::Tcp { next, .. } = self else {
+        let Self::Remote { next, .. } = self else {
             return 0;
         };
-        let turn = next.get();
-        next.set(turn.wrapping_add(1));
-        turn
+        next.fetch_add(1, Ordering::Relaxed)
     }
 
     /// The address for attempt `attempt` of a tunnel whose turn is `first`: each tunnel
     /// walks the list from its own starting point, so its failover tries every address
     /// once however other tunnels interleave.
-    pub fn addr(&self, first: usize, attempt: usize) -> Option<SocketAddr> {
-        let Self::Tcp { addrs, .. } = self else {
+    pub fn addr(&self, first: usize, attempt: usize) -> Option<&SocketAddress> {
+        let Self::Remote { addrs, .. } = self else {
             return None;
         };
-        addrs
-            .get(first.wrapping_add(attempt) % addrs.len().max(1))
-            .copied()
+        addrs.get(first.wrapping_add(attempt) % addrs.len().max(1))
     }
 }

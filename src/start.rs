@@ -5,26 +5,55 @@
 
 use std::net::{SocketAddr, ToSocketAddrs};
 
+use crate::address::SocketAddress;
 use crate::config::{ClientAuth, ClientMode, Config, Mode, ServerMode};
 use crate::demo;
 use crate::error::StartError;
 use crate::event_loop::{EventLoop, Service};
-use crate::listener;
+use crate::listener::{ListenOptions, Listener};
 use crate::route::{Route, Target, TargetTls};
 use crate::tls::{self, Pem};
 
+/// The services to run and the listeners bound for them, before the loop exists.
+#[derive(Debug, Default)]
+pub struct Plan {
+    services: Vec<Service>,
+    listeners: Vec<(usize, Listener)>,
+}
+
+impl Plan {
+    /// Binds `addr` for `route`, whose tunnels go to `target` (as the log shows it), and
+    /// returns where it listens. The `listening on` line is logged once the loop is ready
+    /// ([`EventLoop::announce`]).
+    pub fn listen(
+        &mut self,
+        addr: &SocketAddress,
+        route: Route,
+        target: &str,
+    ) -> Result<SocketAddress, StartError> {
+        let listener = Listener::bind(addr, ListenOptions::default())?;
+        let local = listener.local().map_err(StartError::Runtime)?;
+        self.listeners.push((self.services.len(), listener));
+        self.services.push(Service::new(route, target.to_owned()));
+        Ok(local)
+    }
+}
+
 /// Builds everything `config` describes and runs the loop until shutdown.
 pub fn run(config: &Config) -> Result<(), StartError> {
-    let (services, guide) = match &config.mode {
-        Mode::Server(server) => (vec![server_service(server)?], None),
-        Mode::Client(client) => (vec![client_service(client)?], None),
-        Mode::Demo(settings) => {
-            let (services, guide) = demo::services(settings)?;
-            (services, Some(guide))
-        }
+    let mut plan = Plan::default();
+    let guide = match &config.mode {
+        Mode::Server(server) => server_service(server, &mut plan).map(|_| None)?,
+        Mode::Client(client) => client_service(client, &mut plan).map(|_| None)?,
+        Mode::Demo(settings) => Some(demo::services(settings, &mut plan)?),
     };
-    let event_loop =
-        EventLoop::new(services, config.limits, config.timeouts).map_err(StartError::Runtime)?;
+    let event_loop = EventLoop::new(
+        plan.services,
+        plan.listeners,
+        config.limits,
+        config.timeouts,
+    )
+    .map_err(StartError::Runtime)?;
     // Only now, with every listener bound and the signal handlers installed, is moat ready:
     // a supervisor that signals it as soon as it says so must find it able to shut down.
     event_loop.announce();
@@ -34,7 +63,7 @@ pub fn run(config: &Config) -> Result<(), StartError> {
     event_loop.run().map_err(StartError::Runtime)
 }
 
-fn server_service(server: &ServerMode) -> Result<Service, StartError> {
+fn server_service(server: &ServerMode, plan: &mut Plan) -> Result<(), StartError> {
     let cert = Pem::read("--cert", &server.cert)?;
     let key = Pem::read("--key", &server.key)?;
     let client_ca = match &server.client_auth {
@@ -45,13 +74,21 @@ fn server_service(server: &ServerMode) -> Result<Service, StartError> {
     let route = Route {
         name: "server",
         accept_tls: Some(tls),
-        target: Target::tcp(server.targets.clone(), None),
+        target: Target::remote(
+            server
+                .targets
+                .iter()
+                .map(|a| SocketAddress::Tcp(*a))
+                .collect(),
+            None,
+        ),
     };
     let shown: Vec<String> = server.targets.iter().map(ToString::to_string).collect();
-    listen(server.listen, route, &shown.join(", "))
+    plan.listen(&SocketAddress::Tcp(server.listen), route, &shown.join(", "))?;
+    Ok(())
 }
 
-fn client_service(client: &ClientMode) -> Result<Service, StartError> {
+fn client_service(client: &ClientMode, plan: &mut Plan) -> Result<(), StartError> {
     let ca = Pem::read("--ca", &client.ca)?;
     let identity = match &client.identity {
         Some(id) => Some((Pem::read("--cert", &id.cert)?, Pem::read("--key", &id.key)?)),
@@ -81,15 +118,20 @@ fn client_service(client: &ClientMode) -> Result<Service, StartError> {
     let route = Route {
         name: "client",
         accept_tls: None,
-        target: Target::tcp(
-            addrs,
+        target: Target::remote(
+            addrs.into_iter().map(SocketAddress::Tcp).collect(),
             Some(TargetTls {
                 config,
                 server_name,
             }),
         ),
     };
-    listen(client.listen, route, &client.targets.join(", "))
+    plan.listen(
+        &SocketAddress::Tcp(client.listen),
+        route,
+        &client.targets.join(", "),
+    )?;
+    Ok(())
 }
 
 /// Resolves `HOST:PORT` once, at start-up: the loop never waits on DNS.
@@ -111,11 +153,4 @@ pub fn resolve(flag: &'static str, target: &str) -> Result<Vec<SocketAddr>, Star
         });
     }
     Ok(addrs)
-}
-
-/// Binds `addr` for `route`, whose tunnels go to `target` (as the log shows it). The
-/// `listening on` line is logged once the loop is ready ([`EventLoop::announce`]).
-pub fn listen(addr: SocketAddr, route: Route, target: &str) -> Result<Service, StartError> {
-    let listener = listener::bind(addr)?;
-    Ok(Service::new(listener, route, target.to_owned()))
 }

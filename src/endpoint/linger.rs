@@ -11,7 +11,8 @@
 
 use std::io::{self, Read, Write};
 
-use super::socket::{shutdown_write, Socket};
+use super::socket::Socket;
+use super::stream::{Conn, Stream};
 use crate::buffer::BufferPool;
 
 /// Most bytes a lingering end reads and throws away before it closes anyway.
@@ -19,8 +20,8 @@ pub const LINGER_BYTES: usize = 256 * 1024;
 
 /// A failed end draining its peer; see the module documentation.
 #[derive(Debug)]
-pub struct Lingering {
-    socket: Socket,
+pub struct Lingering<S = Conn> {
+    socket: Socket<S>,
     /// Records still to write (the alert), at most one buffer's worth.
     unsent: Vec<u8>,
     shut: bool,
@@ -36,9 +37,9 @@ pub enum LingerStep {
     Done,
 }
 
-impl Lingering {
+impl<S: Stream> Lingering<S> {
     /// Lingers on `socket`, first writing `unsent`.
-    pub fn new(socket: Socket, unsent: Vec<u8>) -> Self {
+    pub fn new(socket: Socket<S>, unsent: Vec<u8>) -> Self {
         Self {
             socket,
             unsent,
@@ -48,7 +49,7 @@ impl Lingering {
     }
 
     /// The socket, for readiness.
-    pub fn socket_mut(&mut self) -> &mut Socket {
+    pub fn socket_mut(&mut self) -> &mut Socket<S> {
         &mut self.socket
     }
 
@@ -73,7 +74,7 @@ impl Lingering {
             }
         }
         if self.unsent.is_empty() && !self.shut {
-            shutdown_write(&self.socket)?;
+            self.socket.shutdown_write()?;
             self.shut = true;
         }
         if !self.socket.is_readable() {

@@ -13,6 +13,7 @@
 
 mod linger;
 mod socket;
+mod stream;
 mod tls;
 
 use std::io::{self, Read, Write};
@@ -22,8 +23,8 @@ use rustls::pki_types::CertificateDer;
 use crate::buffer::BufferPool;
 
 pub use linger::{LingerStep, Lingering, LINGER_BYTES};
-use socket::shutdown_write;
 pub use socket::{Readiness, Socket};
+pub use stream::{Conn, Stream};
 pub use tls::{Session, TlsEnd};
 
 /// What a mirror holds at most.
@@ -76,27 +77,27 @@ pub struct Mirror {
 
 /// One end of a tunnel.
 #[derive(Debug)]
-pub enum Endpoint {
+pub enum Endpoint<S = Conn> {
     /// Plain TCP: the backend in server mode, the local client in client mode.
     Plain {
         /// The socket.
-        socket: Socket,
+        socket: Socket<S>,
         /// Whether our write side is shut down.
         shut: bool,
     },
     /// TLS over TCP.
-    Tls(Box<TlsEnd>),
+    Tls(Box<TlsEnd<S>>),
     /// An in-memory echo (demo only).
     Mirror(Mirror),
     /// A connection held silent until its deadline (see [`Endpoint::into_held`]).
-    Held(Socket),
+    Held(Socket<S>),
     /// Nothing any more: the end was closed while the tunnel lives on (lingering).
     Closed,
 }
 
-impl Endpoint {
+impl<S: Stream> Endpoint<S> {
     /// A plain TCP end.
-    pub fn plain(socket: Socket) -> Self {
+    pub fn plain(socket: Socket<S>) -> Self {
         Self::Plain {
             socket,
             shut: false,
@@ -104,12 +105,12 @@ impl Endpoint {
     }
 
     /// A TLS end; the handshake starts with the first [`Endpoint::handshake`].
-    pub fn tls(socket: Socket, session: Session) -> Self {
+    pub fn tls(socket: Socket<S>, session: Session) -> Self {
         Self::Tls(Box::new(TlsEnd::new(socket, session)))
     }
 
     /// The socket under this end, if it has one.
-    pub fn socket_mut(&mut self) -> Option<&mut Socket> {
+    pub fn socket_mut(&mut self) -> Option<&mut Socket<S>> {
         match self {
             Self::Plain { socket, .. } => Some(socket),
             Self::Tls(tls) => Some(tls.socket_mut()),
@@ -182,7 +183,7 @@ impl Endpoint {
     /// with `abort`, a plain peer is sent a reset, so an abort on the other side of the
     /// tunnel reaches it as an abort (a TLS peer simply gets no `close_notify`). Anything
     /// else is closed with a FIN.
-    pub fn close(self, pool: &mut BufferPool, linger: bool, abort: bool) -> Option<Lingering> {
+    pub fn close(self, pool: &mut BufferPool, linger: bool, abort: bool) -> Option<Lingering<S>> {
         match self {
             Self::Tls(tls) if linger => Some(tls.into_lingering(pool)),
             Self::Tls(mut tls) => {
@@ -266,7 +267,7 @@ impl Endpoint {
         match self {
             Self::Plain { socket, shut } => {
                 if !*shut {
-                    shutdown_write(socket)?;
+                    socket.shutdown_write()?;
                     *shut = true;
                 }
                 Ok(true)
@@ -318,9 +319,9 @@ pub struct Relayed {
 /// A source's end is reported once; the caller remembers it and shuts the sink's write
 /// side (FIN or `close_notify`) with [`Endpoint::shut_write`]: this is how half-close
 /// crosses the tunnel.
-pub fn relay(
-    src: &mut Endpoint,
-    dst: &mut Endpoint,
+pub fn relay<S: Stream>(
+    src: &mut Endpoint<S>,
+    dst: &mut Endpoint<S>,
     pool: &mut BufferPool,
     budget: usize,
 ) -> Result<Relayed, RelayError> {
@@ -374,9 +375,9 @@ enum PlainRead {
 }
 
 /// Reads from a plain source at most what the sink is sure to take, and hands it over.
-fn pass_plain(
-    src: &mut Endpoint,
-    dst: &mut Endpoint,
+fn pass_plain<S: Stream>(
+    src: &mut Endpoint<S>,
+    dst: &mut Endpoint<S>,
     pool: &mut BufferPool,
 ) -> Result<PlainRead, RelayError> {
     let Endpoint::Plain { socket, .. } = src else {
@@ -392,9 +393,9 @@ fn pass_plain(
     result
 }
 
-fn pass_through(
-    socket: &mut Socket,
-    dst: &mut Endpoint,
+fn pass_through<S: Stream>(
+    socket: &mut Socket<S>,
+    dst: &mut Endpoint<S>,
     room: usize,
     transit: &mut [u8],
     pool: &mut BufferPool,

@@ -7,9 +7,8 @@
 //! flag stays set until the kernel itself has shown there is nothing more.
 
 use std::io::{self, Read, Write};
-use std::net::Shutdown;
 
-use mio::net::TcpStream;
+use super::stream::{Conn, Stream};
 
 /// What the poll reported for a socket in one event.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -38,10 +37,10 @@ impl Readiness {
     }
 }
 
-/// A nonblocking TCP stream and the readiness last reported for it.
+/// A nonblocking stream and the readiness last reported for it.
 #[derive(Debug)]
-pub struct Socket {
-    stream: TcpStream,
+pub struct Socket<S = Conn> {
+    stream: S,
     readable: bool,
     writable: bool,
     /// Sticky: once the poll said a half is closed, it stays ready, since the kernel never
@@ -50,9 +49,9 @@ pub struct Socket {
     write_closed: bool,
 }
 
-impl Socket {
+impl<S: Stream> Socket<S> {
     /// Wraps a stream that has just been registered with the poll; readiness arrives as events.
-    pub fn new(stream: TcpStream) -> Self {
+    pub fn new(stream: S) -> Self {
         Self {
             stream,
             readable: false,
@@ -80,9 +79,14 @@ impl Socket {
         self.writable
     }
 
-    /// The stream itself, for connect checks and addresses.
-    pub fn stream(&self) -> &TcpStream {
+    /// The stream itself.
+    pub fn stream(&self) -> &S {
         &self.stream
+    }
+
+    /// The stream itself, for registering it with the poll.
+    pub fn stream_mut(&mut self) -> &mut S {
+        &mut self.stream
     }
 
     /// Bytes written to this socket that the peer has not yet received (TCP: not yet
@@ -92,15 +96,19 @@ impl Socket {
     /// a slow peer reads: this is how the idle and close timeouts tell such a peer, still
     /// reading, from one that stopped.
     pub fn unsent_bytes(&self) -> usize {
-        kernel_queue(&self.stream).unwrap_or(0)
+        self.stream.unsent_bytes()
     }
 
     /// Closes the connection with a reset instead of a FIN: how an abort on one side of a
     /// tunnel reaches a plain peer on the other, so it cannot mistake a cut-off stream for
     /// a complete one.
     pub fn abort(self) {
-        // SO_LINGER with a zero timeout makes close() send RST and drop unsent data.
-        let _ = socket2::SockRef::from(&self.stream).set_linger(Some(std::time::Duration::ZERO));
+        self.stream.set_abortive_close();
+    }
+
+    /// Shuts down the sending half of the socket: the peer reads EOF.
+    pub fn shutdown_write(&self) -> io::Result<()> {
+        self.stream.shutdown_write()
     }
 }
 
@@ -138,7 +146,7 @@ fn io_call(
 }
 
 /// Reads clear `readable` when the kernel has nothing more.
-impl Read for Socket {
+impl<S: Stream> Read for Socket<S> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         io_call(&mut self.readable, self.read_closed, buf.len(), || {
             self.stream.read(buf)
@@ -147,7 +155,7 @@ impl Read for Socket {
 }
 
 /// Writes clear `writable` when the kernel's send buffer is full.
-impl Write for Socket {
+impl<S: Stream> Write for Socket<S> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         io_call(&mut self.writable, self.write_closed, buf.len(), || {
             self.stream.write(buf)
@@ -164,27 +172,4 @@ impl Write for Socket {
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
     }
-}
-
-/// Shuts down the sending half of the socket: the peer reads EOF.
-pub(super) fn shutdown_write(socket: &Socket) -> io::Result<()> {
-    match socket.stream.shutdown(Shutdown::Write) {
-        // The peer already went away; there is nobody left to tell.
-        Err(e) if e.kind() == io::ErrorKind::NotConnected => Ok(()),
-        other => other,
-    }
-}
-
-/// `ioctl(SIOCOUTQ)`: the bytes in the socket's send queue that the peer has not yet taken.
-#[allow(unsafe_code)]
-fn kernel_queue(stream: &impl std::os::fd::AsRawFd) -> io::Result<usize> {
-    let mut queued: libc::c_int = 0;
-    // SAFETY: SIOCOUTQ (TIOCOUTQ on Linux) writes one `c_int` through the pointer, which
-    // points to `queued`, alive for the call; the descriptor belongs to `stream`, which is
-    // borrowed for the call, so it stays open.
-    let rc = unsafe { libc::ioctl(stream.as_raw_fd(), libc::TIOCOUTQ, &mut queued) };
-    if rc < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(usize::try_from(queued).unwrap_or(0))
 }

@@ -2,14 +2,14 @@
 //! target when a connect is refused or times out.
 
 use std::io;
-use std::net::SocketAddr;
 
-use mio::net::TcpStream;
+use mio::net::{TcpStream, UnixStream};
 use mio::Interest;
 use rustls::client::UnbufferedClientConnection;
 
 use super::{Ctx, EndReason, Side, Tunnel, Upstream};
-use crate::endpoint::{Endpoint, Session, Socket};
+use crate::address::SocketAddress;
+use crate::endpoint::{Conn, Endpoint, Session, Socket, Stream};
 use crate::route::{Route, Target};
 use crate::timer::TimerClass;
 
@@ -36,7 +36,7 @@ impl Tunnel {
                 }
                 log::debug!("tunnel {}: {reason}; trying the next target", self.id);
             }
-            let addr = ctx.route.target.addr(first, self.dials);
+            let addr = ctx.route.target.addr(first, self.dials).cloned();
             self.dials += 1;
             match dial(ctx, addr) {
                 Ok(upstream) => {
@@ -67,11 +67,19 @@ impl Tunnel {
 }
 
 /// Starts a nonblocking connect to `addr`.
-fn dial(ctx: &Ctx<'_>, addr: Option<SocketAddr>) -> Result<Upstream, EndReason> {
+fn dial(ctx: &Ctx<'_>, addr: Option<SocketAddress>) -> Result<Upstream, EndReason> {
     let addr = addr.ok_or_else(|| EndReason::Connect(io::Error::other("no target address")))?;
-    let mut stream = TcpStream::connect(addr).map_err(EndReason::Connect)?;
-    // Interactive protocols (redis, SQL) live on small writes; never delay them.
-    stream.set_nodelay(true).map_err(EndReason::Connect)?;
+    let mut stream = match &addr {
+        SocketAddress::Tcp(ip) => {
+            let stream = TcpStream::connect(*ip).map_err(EndReason::Connect)?;
+            // Interactive protocols (redis, SQL) live on small writes; never delay them.
+            stream.set_nodelay(true).map_err(EndReason::Connect)?;
+            Conn::Tcp(stream)
+        }
+        SocketAddress::Unix(path) => {
+            Conn::Unix(UnixStream::connect(path).map_err(EndReason::Connect)?)
+        }
+    };
     ctx.registry
         .register(
             &mut stream,
@@ -101,7 +109,7 @@ fn connected(socket: &Socket) -> io::Result<bool> {
 /// The upstream end once TCP is connected: plain, or a TLS client session.
 fn target_endpoint(route: &Route, socket: Socket) -> Result<Endpoint, EndReason> {
     match &route.target {
-        Target::Tcp { tls: Some(tls), .. } => {
+        Target::Remote { tls: Some(tls), .. } => {
             let conn = UnbufferedClientConnection::new(tls.config.clone(), tls.server_name.clone())
                 .map_err(|e| EndReason::Tls(Side::Target, e))?;
             Ok(Endpoint::tls(socket, Session::Client(conn)))

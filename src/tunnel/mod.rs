@@ -13,12 +13,12 @@
 
 use std::fmt;
 use std::io;
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use mio::{Registry, Token};
 use rustls::server::UnbufferedServerConnection;
 
+use crate::address::Peer;
 use crate::buffer::BufferPool;
 
 use crate::endpoint::{
@@ -166,7 +166,10 @@ enum Upstream {
     /// Server mode: waiting for the client's handshake before dialling.
     NotDialled,
     /// TCP connect in flight.
-    Connecting { socket: Socket, addr: SocketAddr },
+    Connecting {
+        socket: Socket,
+        addr: crate::address::SocketAddress,
+    },
     /// Connected (a TLS handshake may still be under way inside the endpoint).
     Open(Endpoint),
 }
@@ -188,8 +191,8 @@ pub struct Tunnel {
     pub id: u64,
     /// Index of the route (listener) it came from.
     pub route: usize,
-    /// The client's address.
-    pub peer: SocketAddr,
+    /// Who connected.
+    pub peer: Peer,
     /// Whether it waits in the loop's ready queue.
     pub queued: bool,
     started: Instant,
@@ -216,7 +219,7 @@ impl Tunnel {
         route_index: usize,
         route: &Route,
         socket: Socket,
-        peer: SocketAddr,
+        peer: Peer,
         now: Instant,
     ) -> io::Result<Self> {
         let down = match &route.accept_tls {
@@ -229,7 +232,7 @@ impl Tunnel {
         };
         let up = match route.target {
             Target::Mirror => Upstream::Open(Endpoint::Mirror(Default::default())),
-            Target::Tcp { .. } => Upstream::NotDialled,
+            Target::Remote { .. } => Upstream::NotDialled,
         };
         Ok(Self {
             id,

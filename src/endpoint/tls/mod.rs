@@ -35,7 +35,8 @@ use rustls::server::UnbufferedServerConnection;
 use rustls::CommonState;
 
 use super::linger::Lingering;
-use super::socket::{shutdown_write, Socket};
+use super::socket::Socket;
+use super::stream::{Conn, Stream};
 use super::{Chunk, EndpointError, Eof};
 use crate::buffer::{BufferPool, Held, BUFFER_SIZE, LARGE_BUFFER_SIZE};
 
@@ -127,8 +128,8 @@ enum ReadIn {
 
 /// A TLS session over a socket.
 #[derive(Debug)]
-pub struct TlsEnd {
-    socket: Socket,
+pub struct TlsEnd<S = Conn> {
+    socket: Socket<S>,
     session: Session,
     /// Ciphertext received, not yet taken by rustls (a partial record, or records waiting
     /// for room in `outgoing`).
@@ -152,8 +153,8 @@ pub struct TlsEnd {
     plaintext_blocked: bool,
 }
 
-impl TlsEnd {
-    pub(super) fn new(socket: Socket, session: Session) -> Self {
+impl<S: Stream> TlsEnd<S> {
+    pub(super) fn new(socket: Socket<S>, session: Session) -> Self {
         Self {
             socket,
             session,
@@ -169,7 +170,7 @@ impl TlsEnd {
         }
     }
 
-    pub(super) fn socket_mut(&mut self) -> &mut Socket {
+    pub(super) fn socket_mut(&mut self) -> &mut Socket<S> {
         &mut self.socket
     }
 
@@ -312,14 +313,14 @@ impl TlsEnd {
 
     /// Drops the TLS session and its buffers, keeping the socket and the records not yet
     /// written (the alert that ends the session) for a lingering close.
-    pub(super) fn into_lingering(mut self, pool: &mut BufferPool) -> Lingering {
+    pub(super) fn into_lingering(mut self, pool: &mut BufferPool) -> Lingering<S> {
         let unsent = self.outgoing.data().to_vec();
         self.release(pool);
         Lingering::new(self.socket, unsent)
     }
 
     /// Drops the TLS session and its buffers, keeping only the socket.
-    pub(super) fn into_socket(mut self, pool: &mut BufferPool) -> Socket {
+    pub(super) fn into_socket(mut self, pool: &mut BufferPool) -> Socket<S> {
         self.release(pool);
         self.socket
     }
@@ -497,7 +498,7 @@ impl TlsEnd {
             }
         }
         if self.write_side == WriteSide::Closing && self.outgoing.is_empty() && self.settled {
-            shutdown_write(&self.socket)?;
+            self.socket.shutdown_write()?;
             self.write_side = WriteSide::Shut;
         }
         Ok(wrote)
