@@ -56,7 +56,7 @@ pub fn run_command_line(args: &[String]) -> Result<(), StartError> {
         cli::Command::Help(text) => println!("{text}"),
         cli::Command::Version => println!("moat {}", env!("CARGO_PKG_VERSION")),
         cli::Command::Run(config) => {
-            logger::init(config.log_level);
+            logger::init(config.log_level, logger::Format::Text);
             let needed =
                 (config.limits.max_conns as u64).saturating_mul(2) + config::DESCRIPTOR_HEADROOM;
             if needed > descriptor_limit {
@@ -66,7 +66,9 @@ pub fn run_command_line(args: &[String]) -> Result<(), StartError> {
                     config.limits.max_conns
                 );
             }
-            start::run(&config)?;
+            let result = start::run(&config);
+            logger::finish();
+            result?;
         }
     }
     Ok(())

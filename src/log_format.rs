@@ -138,7 +138,51 @@ pub fn write_json(ts: &str, level: log::Level, record: &TunnelRecord<'_>, out: &
 
 /// Appends any other log line as one JSON object (`ts`, `level`, `msg`) and a line feed.
 pub fn write_json_line(ts: &str, level: log::Level, msg: &dyn Display, out: &mut String) {
+    write_json_line_with(ts, level, msg, &[], out);
+}
+
+/// A structured value of a log line beside its message (`log`'s key-values), such as the
+/// `tunnel` id every debug line about a tunnel carries.
+#[derive(Clone, Copy)]
+pub enum Field<'a> {
+    /// A number, written as a JSON number.
+    Number(u64),
+    /// Anything else, written as a JSON string.
+    Text(&'a dyn Display),
+}
+
+impl fmt::Debug for Field<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Number(n) => write!(f, "Number({n})"),
+            Self::Text(text) => write!(f, "Text({text})"),
+        }
+    }
+}
+
+/// [`write_json_line`] with extra members after `msg`.
+pub fn write_json_line_with(
+    ts: &str,
+    level: log::Level,
+    msg: &dyn Display,
+    fields: &[(&str, Field<'_>)],
+    out: &mut String,
+) {
     json_head(out, ts, level, msg);
+    for (key, value) in fields {
+        let _ = write!(out, ",");
+        json_bytes(out, key.as_bytes());
+        match value {
+            Field::Number(n) => {
+                let _ = write!(out, ":{n}");
+            }
+            Field::Text(text) => {
+                out.push_str(":\"");
+                let _ = write!(JsonEscaped(out), "{text}");
+                out.push('"');
+            }
+        }
+    }
     out.push_str("}\n");
 }
 

@@ -1,32 +1,93 @@
-//! A small logger for the `log` facade: one line per record on standard error,
-//! `2026-11-26T21:55:27.123Z INFO  message`.
+//! A small logger for the `log` facade: one line per record on standard error, as text
+//! (`2026-11-26T21:55:27.123Z INFO  message`) or as one JSON object (`--log-format json`).
 //!
-//! While the poll loop runs, lines are gathered in a bounded buffer and written with one
-//! system call per loop turn ([`flush`]), so a burst of finished tunnels costs one `write`,
-//! not one each. Outside the loop (start-up, exit) every line is written at once.
+//! Logging must never stall the loop: a blocked `write(2)` on a full stderr pipe would stop
+//! every tunnel. So lines go into a bounded buffer that a writer thread of its own empties
+//! into stderr. While the poll loop runs it wakes the writer once per turn ([`flush`]), so a
+//! burst of finished tunnels costs one `write`, not one each. When stderr stalls and the
+//! buffer is full, lines are dropped and counted ([`dropped_lines`]); the writer says how
+//! many once it catches up.
 
-use std::io::Write;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+use std::sync::mpsc;
+use std::sync::{Condvar, Mutex};
+use std::thread;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use log::{LevelFilter, Log, Metadata, Record};
+use log::kv::{Key, Value, VisitSource};
+use log::{Level, LevelFilter, Log, Metadata, Record};
+
+use crate::log_format::{self, Field, TunnelRecord};
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// One line of text per record.
+    Text,
+    /// One JSON object per record.
+    Json,
+}
 
 #[derive(Debug)]
 struct StderrLogger;
 
 static LOGGER: StderrLogger = StderrLogger;
 
-/// Lines waiting for the end of the loop turn.
+/// Lines waiting for the writer thread.
 static PENDING: Mutex<Vec<u8>> = Mutex::new(Vec::new());
+
+/// Wakes the writer thread.
+static WAKE: Condvar = Condvar::new();
 
 /// Whether lines wait for [`flush`] (set while the poll loop runs).
 static BATCHING: AtomicBool = AtomicBool::new(false);
 
-/// Past this many waiting bytes a line is written at once, so the buffer stays small.
-const BATCH_LIMIT: usize = 16 * 1024;
+/// Lines dropped because the buffer was full.
+static DROPPED: AtomicU64 = AtomicU64::new(0);
 
-/// Gathers lines until [`flush`] (`true`), or writes each at once (`false`, flushing first).
+/// [`Format`] as a number (0 text, 1 JSON).
+static FORMAT: AtomicU8 = AtomicU8::new(0);
+
+/// Set by [`finish`]: the writer writes what is left and stops.
+static STOPPING: AtomicBool = AtomicBool::new(false);
+
+/// How the writer says it has written everything, for [`finish`].
+static DONE: Mutex<Option<mpsc::Receiver<()>>> = Mutex::new(None);
+
+/// Most bytes waiting for stderr; past it lines are dropped.
+pub const PENDING_LIMIT: usize = 1024 * 1024;
+
+/// Past this many waiting bytes the writer is woken at once, not at the end of the turn.
+const WAKE_AT: usize = 64 * 1024;
+
+/// How long [`finish`] waits for a stalled stderr before exiting anyway.
+const FINISH_PATIENCE: Duration = Duration::from_secs(2);
+
+/// Installs the logger at `level` and starts its writer thread. Calling it again only
+/// changes the level and format, so tests that start moat in-process more than once work.
+pub fn init(level: LevelFilter, format: Format) {
+    FORMAT.store(format as u8, Ordering::Relaxed);
+    log::set_max_level(level);
+    if log::set_logger(&LOGGER).is_err() {
+        return;
+    }
+    let (done_tx, done_rx) = mpsc::channel();
+    if let Ok(mut done) = DONE.lock() {
+        *done = Some(done_rx);
+    }
+    let spawned = thread::Builder::new()
+        .name("moat-log".into())
+        .spawn(move || write_lines(done_tx));
+    if spawned.is_err() {
+        // Without a thread, lines are written by whoever logs them (see `queue`).
+        STOPPING.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Gathers lines until [`flush`] (`true`, while the loop runs), or wakes the writer for
+/// each line (`false`).
 pub fn batch(on: bool) {
     BATCHING.store(on, Ordering::Relaxed);
     if !on {
@@ -34,26 +95,53 @@ pub fn batch(on: bool) {
     }
 }
 
-/// Writes the waiting lines with one system call.
+/// Wakes the writer for the lines gathered so far (the end of a loop turn).
 pub fn flush() {
-    let Ok(mut pending) = PENDING.lock() else {
-        return;
-    };
-    if !pending.is_empty() {
-        // A closed stderr must not take the loop down: a lost log line is the lesser harm.
-        let _ = std::io::stderr().lock().write_all(&pending);
-        pending.clear();
-        if pending.capacity() > BATCH_LIMIT * 2 {
-            pending.shrink_to(BATCH_LIMIT);
+    WAKE.notify_one();
+}
+
+/// Writes every waiting line and stops the writer; waits at most two seconds for a stderr
+/// that does not drain. Call before the process exits.
+pub fn finish() {
+    STOPPING.store(true, Ordering::Relaxed);
+    WAKE.notify_one();
+    if let Ok(mut done) = DONE.lock() {
+        if let Some(done) = done.take() {
+            let _ = done.recv_timeout(FINISH_PATIENCE);
         }
     }
 }
 
-/// Installs the logger at `level`. Calling it twice keeps the first logger and only changes
-/// the level, so tests that start moat in-process more than once do not fail.
-pub fn init(level: LevelFilter) {
-    let _ = log::set_logger(&LOGGER);
-    log::set_max_level(level);
+/// Lines dropped so far because stderr did not keep up.
+pub fn dropped_lines() -> u64 {
+    DROPPED.load(Ordering::Relaxed)
+}
+
+/// The format lines are written in.
+pub fn format() -> Format {
+    if FORMAT.load(Ordering::Relaxed) == Format::Json as u8 {
+        Format::Json
+    } else {
+        Format::Text
+    }
+}
+
+/// Logs a tunnel's closing line, with its facts as separate fields in JSON.
+pub fn tunnel_closed(level: Level, record: &TunnelRecord<'_>) {
+    if level > log::max_level() {
+        return;
+    }
+    let ts = utc_timestamp();
+    let mut line = String::with_capacity(256);
+    match format() {
+        Format::Json => log_format::write_json(&ts, level, record, &mut line),
+        Format::Text => {
+            let _ = write!(line, "{ts} {level:<5} ");
+            log_format::write_text(record, &mut line);
+            line.push('\n');
+        }
+    }
+    queue(line.as_bytes());
 }
 
 impl Log for StderrLogger {
@@ -70,21 +158,30 @@ impl Log for StderrLogger {
         if record.target().starts_with("rustls") && log::max_level() < LevelFilter::Trace {
             return;
         }
-        let Ok(mut pending) = PENDING.lock() else {
-            return;
-        };
-        let _ = writeln!(
-            pending,
-            "{} {:<5} {}",
-            utc_timestamp(),
-            record.level(),
-            record.args()
-        );
-        let full = pending.len() >= BATCH_LIMIT;
-        drop(pending);
-        if full || !BATCHING.load(Ordering::Relaxed) {
-            flush();
+        let ts = utc_timestamp();
+        let mut line = String::with_capacity(128);
+        match format() {
+            Format::Text => {
+                let _ = writeln!(line, "{ts} {:<5} {}", record.level(), record.args());
+            }
+            Format::Json => {
+                let mut fields = Fields::default();
+                let _ = record.key_values().visit(&mut fields);
+                let fields: Vec<(&str, Field<'_>)> = fields
+                    .0
+                    .iter()
+                    .map(|(key, value)| (key.as_str(), value.field()))
+                    .collect();
+                log_format::write_json_line_with(
+                    &ts,
+                    record.level(),
+                    record.args(),
+                    &fields,
+                    &mut line,
+                );
+            }
         }
+        queue(line.as_bytes());
     }
 
     fn flush(&self) {
@@ -92,8 +189,96 @@ impl Log for StderrLogger {
     }
 }
 
+/// Adds a line to the buffer, or drops it when the buffer is full.
+fn queue(line: &[u8]) {
+    let Ok(mut pending) = PENDING.lock() else {
+        return;
+    };
+    if pending.len() + line.len() > PENDING_LIMIT {
+        DROPPED.fetch_add(1, Ordering::Relaxed);
+        return;
+    }
+    pending.extend_from_slice(line);
+    let wake = pending.len() >= WAKE_AT || !BATCHING.load(Ordering::Relaxed);
+    drop(pending);
+    if wake {
+        WAKE.notify_one();
+    }
+}
+
+/// The writer thread: takes what is waiting, writes it (blocking only itself), and says
+/// how many lines were dropped while it was stuck.
+fn write_lines(done: mpsc::Sender<()>) {
+    let mut out = Vec::new();
+    let mut reported = 0;
+    loop {
+        let stopping = {
+            let Ok(mut pending) = PENDING.lock() else {
+                return;
+            };
+            while pending.is_empty() && !STOPPING.load(Ordering::Relaxed) {
+                pending = match WAKE.wait_timeout(pending, Duration::from_secs(1)) {
+                    Ok((guard, _)) => guard,
+                    Err(_) => return,
+                };
+            }
+            std::mem::swap(&mut *pending, &mut out);
+            STOPPING.load(Ordering::Relaxed) && pending.is_empty()
+        };
+        let dropped = dropped_lines();
+        if dropped > reported {
+            let note = format!(
+                "{} WARN  {} log line(s) dropped: standard error did not keep up\n",
+                utc_timestamp(),
+                dropped - reported
+            );
+            out.extend_from_slice(note.as_bytes());
+            reported = dropped;
+        }
+        // A closed stderr must not take moat down: a lost log line is the lesser harm.
+        let _ = std::io::stderr().lock().write_all(&out);
+        out.clear();
+        if out.capacity() > WAKE_AT * 4 {
+            out.shrink_to(WAKE_AT);
+        }
+        if stopping {
+            let _ = done.send(());
+            return;
+        }
+    }
+}
+
+/// The key-values of one record, kept for its JSON object.
+#[derive(Default)]
+struct Fields(Vec<(String, FieldValue)>);
+
+enum FieldValue {
+    Number(u64),
+    Text(String),
+}
+
+impl FieldValue {
+    fn field(&self) -> Field<'_> {
+        match self {
+            Self::Number(n) => Field::Number(*n),
+            Self::Text(text) => Field::Text(text),
+        }
+    }
+}
+
+impl<'kvs> VisitSource<'kvs> for Fields {
+    fn visit_pair(&mut self, key: Key<'kvs>, value: Value<'kvs>) -> Result<(), log::kv::Error> {
+        let value = match value.to_u64() {
+            Some(n) => FieldValue::Number(n),
+            None => FieldValue::Text(value.to_string()),
+        };
+        self.0.push((key.as_str().to_owned(), value));
+        Ok(())
+    }
+}
+
 /// The current time as RFC 3339 UTC with milliseconds.
-fn utc_timestamp() -> String {
+pub fn utc_timestamp() -> String {
     let since_epoch = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default();
