@@ -9,12 +9,12 @@
 
 use std::net::SocketAddr;
 
-use crate::config::DemoMode;
+use crate::config::{DemoMode, TlsParams};
 use crate::error::StartError;
 use crate::event_loop::Service;
 use crate::route::{Route, Target, TargetTls};
 use crate::start::listen;
-use crate::tls::{self, Pem};
+use crate::tls::{self, ClientSettings, Pem, Policy, ServerSettings, Trust};
 
 const CA: &str = include_str!("../certs/ca.pem");
 const SERVER_CERT: &str = include_str!("../certs/server.pem");
@@ -45,11 +45,18 @@ pub fn services(settings: &DemoMode) -> Result<Vec<Service>, StartError> {
     )?;
     let echo_addr = bound(&echo)?;
 
-    let server_tls = tls::server_config(
-        &Pem::embedded("--cert", "certs/server.pem", SERVER_CERT),
-        &Pem::embedded("--key", "certs/server.key", SERVER_KEY),
-        Some(&ca),
-    )?;
+    let server_tls = ServerSettings {
+        identities: vec![(
+            Pem::embedded("--cert", "certs/server.pem", SERVER_CERT),
+            Pem::embedded("--key", "certs/server.key", SERVER_KEY),
+        )],
+        client_ca: Some(ca.clone()),
+        crls: Vec::new(),
+        policy: Policy::default(),
+        alpn: Vec::new(),
+        params: TlsParams::default(),
+    }
+    .build()?;
     let tls_route = Route {
         name: "demo tls leg",
         accept_tls: Some(server_tls),
@@ -58,13 +65,19 @@ pub fn services(settings: &DemoMode) -> Result<Vec<Service>, StartError> {
     let tls_leg = listen(port(1), tls_route, &echo_addr.to_string())?;
     let tls_addr = bound(&tls_leg)?;
 
-    let client_tls = tls::client_config(
-        &ca,
-        Some((
-            &Pem::embedded("--cert", "certs/client.pem", CLIENT_CERT),
-            &Pem::embedded("--key", "certs/client.key", CLIENT_KEY),
+    let client_tls = ClientSettings {
+        trust: Trust::Ca(ca),
+        identity: Some((
+            Pem::embedded("--cert", "certs/client.pem", CLIENT_CERT),
+            Pem::embedded("--key", "certs/client.key", CLIENT_KEY),
         )),
-    )?;
+        crls: Vec::new(),
+        policy: Policy::default(),
+        alpn: Vec::new(),
+        params: TlsParams::default(),
+    }
+    .build()?
+    .config;
     let client_route = Route {
         name: "demo client leg",
         accept_tls: None,

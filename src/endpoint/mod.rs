@@ -22,7 +22,7 @@ use crate::buffer::BufferPool;
 
 use socket::shutdown_write;
 pub use socket::{Readiness, Socket};
-pub use tls::{Session, TlsEnd};
+pub use tls::{Negotiated, Session, TlsEnd};
 
 /// What a mirror holds at most.
 const MIRROR_LIMIT: usize = 16 * 1024;
@@ -118,6 +118,14 @@ impl Endpoint {
     pub fn peer_certificates(&self) -> Option<&[CertificateDer<'static>]> {
         match self {
             Self::Tls(tls) => tls.peer_certificates(),
+            _ => None,
+        }
+    }
+
+    /// What the TLS handshake negotiated, if this is a TLS end.
+    pub fn negotiated(&self) -> Option<Negotiated<'_>> {
+        match self {
+            Self::Tls(tls) => Some(tls.negotiated()),
             _ => None,
         }
     }
