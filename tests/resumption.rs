@@ -16,13 +16,13 @@ use moat::tls::{notes, Pem, Policy, ServerSettings};
 
 /// `openssl s_client` with the test client certificate, sending one line and waiting for
 /// its echo; returns everything it printed.
-fn s_client_line(pki: &Pki, moat: &Moat, session: (&str, &str)) -> String {
+fn s_client_line(pki: &Pki, moat: &Moat, version: &str, session: (&str, &str)) -> String {
     let (addr, ca) = (moat.addr().to_string(), pki.ca());
     let (cert, key) = (pki.s("client.pem"), pki.s("client.key"));
     #[rustfmt::skip]
     let a = [
         "s_client", "-connect", &addr, "-CAfile", &ca, "-cert", &cert, "-key", &key,
-        session.0, session.1, "-tls1_3",
+        session.0, session.1, version,
     ];
     let mut tool = Tool::spawn("openssl", &a, None);
     let mut stdin = tool.take_stdin();
@@ -36,20 +36,30 @@ fn s_client_line(pki: &Pki, moat: &Moat, session: (&str, &str)) -> String {
 }
 
 #[test]
-fn openssl_resumes_a_session_from_a_moat_ticket() {
+fn openssl_resumes_a_tls13_session_from_a_moat_ticket() {
+    openssl_resumes("-tls1_3", "TLSv1.3");
+}
+
+#[test]
+fn openssl_resumes_a_tls12_session_too() {
+    openssl_resumes("-tls1_2", "TLSv1.2");
+}
+
+fn openssl_resumes(flag: &str, version: &str) {
     let pki = Pki::new();
     let backend = Backend::echo();
     let moat = Moat::start(&args(&pki.server_args(&backend.target())));
     let session = pki.s("session.pem");
-    let first = s_client_line(&pki, &moat, ("-sess_out", &session));
-    assert!(first.contains("New, TLSv1.3"), "{first}");
-    let second = s_client_line(&pki, &moat, ("-sess_in", &session));
-    assert!(second.contains("Reused, TLSv1.3"), "{second}");
+    let first = s_client_line(&pki, &moat, flag, ("-sess_out", &session));
+    assert!(first.contains(&format!("New, {version}")), "{first}");
+    let second = s_client_line(&pki, &moat, flag, ("-sess_in", &session));
+    assert!(second.contains(&format!("Reused, {version}")), "{second}");
     let lines = moat.wait_for_count("tunnel closed", 2);
     assert!(lines[0].contains("resumed=no"), "{}", lines[0]);
     assert!(
         lines[1].contains("resumed=yes")
-            && lines[1].contains("subject=\"O=moat tests,CN=test-client\""),
+            && lines[1].contains("subject=\"O=moat tests,CN=test-client\"")
+            && lines[1].contains("to_client=5B"),
         "the resumed tunnel is not shown with the identity it carries: {}",
         lines[1]
     );

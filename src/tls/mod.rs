@@ -55,6 +55,10 @@ fn certified_key(
                 key: key.path().into(),
             })
         }
+        // rustls words a key it cannot load as an "unexpected error"; say what it is.
+        Err(TlsError::General(why)) => {
+            Err(key.bad(format!("unusable private key ({why}); {SUPPORTED_KEYS}")))
+        }
         Err(e) => Err(key.bad(format!("unusable private key ({e}); {SUPPORTED_KEYS}"))),
     }
 }
