@@ -621,6 +621,82 @@ mod tests {
     }
 
     #[test]
+    fn cert_and_key_pair_up_in_order() {
+        let base = "server --listen 127.0.0.1:1 --target 127.0.0.1:2 --no-client-auth";
+        let config = run(&format!(
+            "{base} --cert a.pem --key a.key --cert b.pem --key b.key"
+        ));
+        let Mode::Server(server) = config.unwrap().mode else {
+            panic!()
+        };
+        let pairs: Vec<_> = server
+            .identities
+            .iter()
+            .map(|i| (&i.cert, &i.key))
+            .collect();
+        assert_eq!(pairs[1], (&"b.pem".into(), &"b.key".into()));
+        let err = run(&format!("{base} --cert a.pem --key a.key --cert b.pem")).unwrap_err();
+        assert!(
+            err.to_string().contains("got 2 --cert and 1 --key"),
+            "{err}"
+        );
+        assert!(run(base).is_err(), "no certificate at all");
+        let client = "client --listen 127.0.0.1:1 --target h:2";
+        assert!(run(&format!("{client} --cert a --key a --cert b --key b")).is_err());
+    }
+
+    #[test]
+    fn tls_and_policy_flags_are_parsed_into_the_mode() {
+        let base = "server --listen 127.0.0.1:1 --target 127.0.0.1:2 --cert c --key k";
+        let line = format!(
+            "{base} --client-ca ca --allow-cn a --allow-cn b --allow-uri spiffe://x/* \
+             --crl one.crl --alpn h2,http/1.1 --min-tls 1.3 --ciphers X,Y --groups Z"
+        );
+        let Mode::Server(server) = run(&line).unwrap().mode else {
+            panic!()
+        };
+        assert_eq!(server.policy.allow_cn, ["a", "b"]);
+        assert_eq!(server.policy.allow_uri, ["spiffe://x/*"]);
+        assert_eq!(server.crls, [PathBuf::from("one.crl")]);
+        assert_eq!(server.alpn, ["h2", "http/1.1"]);
+        assert_eq!(server.tls.min_version, TlsVersion::Tls13);
+        assert_eq!(
+            server.tls.ciphers.as_deref(),
+            Some(&["X".into(), "Y".into()][..])
+        );
+        for bad in [
+            "--no-client-auth --allow-cn a",
+            "--no-client-auth --crl x",
+            "--client-ca ca --min-tls 1.1",
+            "--client-ca ca --alpn h2,",
+        ] {
+            assert!(run(&format!("{base} {bad}")).is_err(), "{bad}");
+        }
+        let client = run("client --listen 127.0.0.1:1 --target h:2").unwrap();
+        let Mode::Client(client) = client.mode else {
+            panic!()
+        };
+        assert!(
+            client.ca.is_none(),
+            "--ca is optional: the system store is the default"
+        );
+    }
+
+    #[test]
+    fn server_mode_keeps_plaintext_on_this_host() {
+        let base = "server --listen 0.0.0.0:1 --cert c --key k --no-client-auth";
+        let err = run(&format!("{base} --target 10.0.0.5:6379")).unwrap_err();
+        assert!(err.to_string().contains("--unsafe-target"), "{err}");
+        assert!(run(&format!("{base} --target 10.0.0.5:6379 --unsafe-target")).is_ok());
+        assert!(run(&format!("{base} --target [::1]:6379")).is_ok());
+        let client = "client --listen 127.0.0.1:1 --target h:2 --unsafe-target";
+        assert!(
+            run(client).is_err(),
+            "--unsafe-target is a server-mode flag"
+        );
+    }
+
+    #[test]
     fn common_flags_and_defaults() {
         let config = run("demo --idle-timeout 2m --max-conns 7 --log-level debug").unwrap();
         assert_eq!(config.timeouts.idle, std::time::Duration::from_secs(120));
