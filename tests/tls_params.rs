@@ -232,15 +232,11 @@ fn every_supported_certificate_key_type_works() {
 fn start_fails(argv: &[&str], needles: &[&str]) {
     let mut moat = Moat::spawn(argv);
     assert_eq!(moat.wait_exit().code(), Some(2), "{}", moat.dump());
-    let log = moat.dump();
-    let lines: Vec<&str> = log.lines().filter(|l| l.starts_with("moat: ")).collect();
-    assert_eq!(lines.len(), 1, "{log}");
+    // Standard error is collected by a thread of its own: wait for the line to arrive.
+    let line = moat.wait_for("moat: ");
+    assert_eq!(moat.dump().lines().count(), 1, "{}", moat.dump());
     for needle in needles {
-        assert!(
-            lines[0].contains(needle),
-            "{needle:?} missing: {}",
-            lines[0]
-        );
+        assert!(line.contains(needle), "{needle:?} missing: {line}");
     }
 }
 
