@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use getopts::{Matches, Options};
 
 use crate::config::{
-    parse_duration, parse_socket_addr, split_host_port, ClientAuth, ClientMode, Config, DemoMode,
-    Identity, Limits, Mode, ServerMode, Timeouts,
+    parse_duration, parse_list, parse_socket_addr, split_host_port, ClientAuth, ClientMode, Config,
+    DemoMode, Identity, Limits, Mode, PolicyConfig, ServerMode, Timeouts, TlsParams, TlsVersion,
 };
 use crate::error::StartError;
 
@@ -26,16 +26,29 @@ const USAGE: &str = "\
 moat: a TLS tunnel with mutual authentication.
 
 Usage:
-  moat server --listen ADDR --target ADDR... --cert FILE --key FILE (--client-ca FILE | --no-client-auth)
-  moat client --listen ADDR --target HOST:PORT... --ca FILE [--server-name NAME] [--cert FILE --key FILE]
+  moat server --listen ADDR --target ADDR... (--cert FILE --key FILE)...
+              (--client-ca FILE [--allow-* RULE...] [--crl FILE...] | --no-client-auth)
+  moat client --listen ADDR --target HOST:PORT... [--ca FILE] [--server-name NAME]
+              [--cert FILE --key FILE] [--allow-* RULE...] [--crl FILE...]
   moat demo [--listen ADDR]
 
   server  accepts TLS on --listen and forwards plaintext to --target.
   client  accepts plaintext on --listen and forwards TLS to --target.
           --target may be repeated: tunnels take the targets in turn, and a failed or
           timed-out connect moves on to the next before the client is given up on.
+          Without --ca the server's certificate must chain to the system's trust store.
   demo    runs an echo backend, a server tunnel in front of it and a client tunnel in front
           of that, with the development certificates built into moat; prints how to try it.
+
+Who gets in: a peer's certificate must chain to the CA and, when any --allow-* rule is
+given, match at least one of them. In a pattern '*' matches within one DNS label (also for
+--allow-cn and --allow-ou, where '.' separates labels) or one URI path segment; DNS names
+compare without regard to case. --allow-spki takes sha256//BASE64 (or plain BASE64) of the
+SHA-256 of the certificate's SubjectPublicKeyInfo, as curl's --pinnedpubkey does.
+
+Several --cert/--key pairs: the certificate is chosen by the name the client asks for (SNI),
+exact SAN first, then a wildcard SAN; the first pair is the default, also for clients that
+send no name.
 
 ADDR is IP:PORT (127.0.0.1:7000, [::1]:7000). DUR is a number with a unit: 250ms, 10s, 5m, 1h.";
 
@@ -53,13 +66,19 @@ fn options() -> Options {
         "where to forward: server mode IP:PORT, client mode HOST:PORT",
         "ADDR",
     );
-    o.optopt(
+    o.optmulti(
         "",
         "cert",
-        "PEM certificate chain: the server's (server mode) or the client's (client mode)",
+        "PEM certificate chain: the server's (server mode; repeat with --key for SNI) or the \
+         client's (client mode)",
         "FILE",
     );
-    o.optopt("", "key", "PEM private key of --cert", "FILE");
+    o.optmulti(
+        "",
+        "key",
+        "PEM private key of --cert (the i-th --key goes with the i-th --cert)",
+        "FILE",
+    );
     o.optopt(
         "",
         "client-ca",
@@ -74,7 +93,8 @@ fn options() -> Options {
     o.optopt(
         "",
         "ca",
-        "client mode: CA bundle the server's certificate must chain to",
+        "client mode: CA bundle the server's certificate must chain to (default: the system \
+         trust store)",
         "FILE",
     );
     o.optopt(
@@ -82,6 +102,76 @@ fn options() -> Options {
         "server-name",
         "client mode: name to verify in the server's certificate (default: host of --target)",
         "NAME",
+    );
+    o.optflag(
+        "",
+        "unsafe-target",
+        "server mode: allow a --target that is not a loopback address (the backend leg is \
+         plaintext)",
+    );
+    o.optmulti(
+        "",
+        "allow-cn",
+        "only peers whose certificate's common name matches PATTERN (repeatable)",
+        "PATTERN",
+    );
+    o.optmulti(
+        "",
+        "allow-ou",
+        "only peers whose certificate's organizational unit matches PATTERN (repeatable)",
+        "PATTERN",
+    );
+    o.optmulti(
+        "",
+        "allow-dns",
+        "only peers with a DNS name (SAN) matching PATTERN (repeatable)",
+        "PATTERN",
+    );
+    o.optmulti(
+        "",
+        "allow-uri",
+        "only peers with a URI (SAN) matching PATTERN, e.g. spiffe://example.org/ns/prod/* \
+         (repeatable)",
+        "PATTERN",
+    );
+    o.optmulti(
+        "",
+        "allow-spki",
+        "only peers whose public key has this pin: sha256//BASE64 (repeatable)",
+        "PIN",
+    );
+    o.optmulti(
+        "",
+        "crl",
+        "PEM or DER certificate revocation list for the peer's chain (repeatable)",
+        "FILE",
+    );
+    o.optopt(
+        "",
+        "alpn",
+        "application protocols, most preferred first, e.g. h2,http/1.1 (default: no ALPN)",
+        "LIST",
+    );
+    o.optopt(
+        "",
+        "min-tls",
+        "oldest TLS version accepted: 1.2 or 1.3 (default 1.2)",
+        "VERSION",
+    );
+    o.optopt(
+        "",
+        "ciphers",
+        "cipher suites in order of preference (default: TLS13_AES_128_GCM_SHA256, \
+         TLS13_AES_256_GCM_SHA384, TLS13_CHACHA20_POLY1305_SHA256, then the same for TLS 1.2 \
+         ECDHE)",
+        "LIST",
+    );
+    o.optopt(
+        "",
+        "groups",
+        "key exchange groups in order of preference (default: X25519MLKEM768, X25519, P-256, \
+         P-384)",
+        "LIST",
     );
     o.optopt(
         "",
@@ -221,42 +311,139 @@ fn server_mode(m: &Matches) -> Result<ServerMode, StartError> {
             ))
         }
     };
-    Ok(ServerMode {
+    let policy = policy(m);
+    if matches!(client_auth, ClientAuth::Disabled) {
+        let checks_certificates = [
+            "allow-cn",
+            "allow-ou",
+            "allow-dns",
+            "allow-uri",
+            "allow-spki",
+            "crl",
+        ];
+        if let Some(name) = checks_certificates.iter().find(|n| m.opt_present(n)) {
+            return Err(StartError::Usage(format!(
+                "--{name} checks client certificates, but --no-client-auth asks for none"
+            )));
+        }
+    }
+    let identities = identities(m)?;
+    if identities.is_empty() {
+        return Err(StartError::Usage(
+            "server mode needs --cert and --key".into(),
+        ));
+    }
+    let server = ServerMode {
         listen: addr(m, "--listen", "server")?,
         targets: targets(m, "server")?
             .iter()
             .map(|t| parse_socket_addr("--target", t))
             .collect::<Result<_, _>>()?,
-        cert: required(m, "cert", "server")?.into(),
-        key: required(m, "key", "server")?.into(),
+        identities,
         client_auth,
-    })
+        policy,
+        crls: paths(m, "crl"),
+        alpn: alpn(m)?,
+        tls: tls_params(m)?,
+        unsafe_target: m.opt_present("unsafe-target"),
+    };
+    server.check_targets()?;
+    Ok(server)
 }
 
 fn client_mode(m: &Matches) -> Result<ClientMode, StartError> {
-    reject(m, "client", &["client-ca", "no-client-auth"])?;
+    reject(
+        m,
+        "client",
+        &["client-ca", "no-client-auth", "unsafe-target"],
+    )?;
     let targets = targets(m, "client")?;
     for target in &targets {
         split_host_port("--target", target)?;
     }
-    let identity = match (m.opt_str("cert"), m.opt_str("key")) {
-        (Some(cert), Some(key)) => Some(Identity {
-            cert: cert.into(),
-            key: key.into(),
-        }),
-        (None, None) => None,
-        _ => {
-            return Err(StartError::Usage(
-                "--cert and --key go together: give both to present a client certificate".into(),
-            ))
-        }
-    };
+    let mut identities = identities(m)?;
+    if identities.len() > 1 {
+        return Err(StartError::Usage(
+            "client mode presents one certificate: give --cert and --key once".into(),
+        ));
+    }
     Ok(ClientMode {
         listen: addr(m, "--listen", "client")?,
         targets,
-        ca: PathBuf::from(required(m, "ca", "client")?),
+        ca: m.opt_str("ca").map(PathBuf::from),
         server_name: m.opt_str("server-name"),
-        identity,
+        identity: identities.pop(),
+        policy: policy(m),
+        crls: paths(m, "crl"),
+        alpn: alpn(m)?,
+        tls: tls_params(m)?,
+    })
+}
+
+/// The `--cert`/`--key` pairs, the i-th key with the i-th certificate.
+fn identities(m: &Matches) -> Result<Vec<Identity>, StartError> {
+    let (certs, keys) = (m.opt_strs("cert"), m.opt_strs("key"));
+    if certs.len() != keys.len() {
+        return Err(StartError::Usage(format!(
+            "--cert and --key go in pairs, the i-th --key with the i-th --cert: got {} --cert \
+             and {} --key",
+            certs.len(),
+            keys.len()
+        )));
+    }
+    Ok(certs
+        .into_iter()
+        .zip(keys)
+        .map(|(cert, key)| Identity {
+            cert: cert.into(),
+            key: key.into(),
+        })
+        .collect())
+}
+
+fn policy(m: &Matches) -> PolicyConfig {
+    PolicyConfig {
+        allow_cn: m.opt_strs("allow-cn"),
+        allow_ou: m.opt_strs("allow-ou"),
+        allow_dns: m.opt_strs("allow-dns"),
+        allow_uri: m.opt_strs("allow-uri"),
+        allow_spki: m.opt_strs("allow-spki"),
+    }
+}
+
+fn paths(m: &Matches, name: &str) -> Vec<PathBuf> {
+    m.opt_strs(name).into_iter().map(PathBuf::from).collect()
+}
+
+fn alpn(m: &Matches) -> Result<Vec<String>, StartError> {
+    let Some(text) = m.opt_str("alpn") else {
+        return Ok(Vec::new());
+    };
+    let protocols = parse_list("--alpn", &text)?;
+    match protocols.iter().find(|p| p.len() > 255) {
+        Some(long) => Err(StartError::invalid(
+            "--alpn",
+            long,
+            "a protocol name is at most 255 bytes",
+        )),
+        None => Ok(protocols),
+    }
+}
+
+fn tls_params(m: &Matches) -> Result<TlsParams, StartError> {
+    Ok(TlsParams {
+        min_version: match m.opt_str("min-tls") {
+            Some(text) => TlsVersion::parse("--min-tls", &text)?,
+            None => TlsVersion::default(),
+        },
+        ciphers: m
+            .opt_str("ciphers")
+            .map(|t| parse_list("--ciphers", &t))
+            .transpose()?,
+        groups: m
+            .opt_str("groups")
+            .map(|t| parse_list("--groups", &t))
+            .transpose()?,
     })
 }
 
@@ -272,6 +459,17 @@ fn demo_mode(m: &Matches) -> Result<DemoMode, StartError> {
             "no-client-auth",
             "ca",
             "server-name",
+            "unsafe-target",
+            "allow-cn",
+            "allow-ou",
+            "allow-dns",
+            "allow-uri",
+            "allow-spki",
+            "crl",
+            "alpn",
+            "min-tls",
+            "ciphers",
+            "groups",
         ],
     )?;
     let base = match m.opt_str("listen") {
@@ -420,6 +618,82 @@ mod tests {
         assert!(run(&format!("{base} --cert c.pem")).is_err());
         assert!(run(&format!("{base} --cert c.pem --key k.pem")).is_ok());
         assert!(run(&format!("{base} --client-ca x")).is_err());
+    }
+
+    #[test]
+    fn cert_and_key_pair_up_in_order() {
+        let base = "server --listen 127.0.0.1:1 --target 127.0.0.1:2 --no-client-auth";
+        let config = run(&format!(
+            "{base} --cert a.pem --key a.key --cert b.pem --key b.key"
+        ));
+        let Mode::Server(server) = config.unwrap().mode else {
+            panic!()
+        };
+        let pairs: Vec<_> = server
+            .identities
+            .iter()
+            .map(|i| (&i.cert, &i.key))
+            .collect();
+        assert_eq!(pairs[1], (&"b.pem".into(), &"b.key".into()));
+        let err = run(&format!("{base} --cert a.pem --key a.key --cert b.pem")).unwrap_err();
+        assert!(
+            err.to_string().contains("got 2 --cert and 1 --key"),
+            "{err}"
+        );
+        assert!(run(base).is_err(), "no certificate at all");
+        let client = "client --listen 127.0.0.1:1 --target h:2";
+        assert!(run(&format!("{client} --cert a --key a --cert b --key b")).is_err());
+    }
+
+    #[test]
+    fn tls_and_policy_flags_are_parsed_into_the_mode() {
+        let base = "server --listen 127.0.0.1:1 --target 127.0.0.1:2 --cert c --key k";
+        let line = format!(
+            "{base} --client-ca ca --allow-cn a --allow-cn b --allow-uri spiffe://x/* \
+             --crl one.crl --alpn h2,http/1.1 --min-tls 1.3 --ciphers X,Y --groups Z"
+        );
+        let Mode::Server(server) = run(&line).unwrap().mode else {
+            panic!()
+        };
+        assert_eq!(server.policy.allow_cn, ["a", "b"]);
+        assert_eq!(server.policy.allow_uri, ["spiffe://x/*"]);
+        assert_eq!(server.crls, [PathBuf::from("one.crl")]);
+        assert_eq!(server.alpn, ["h2", "http/1.1"]);
+        assert_eq!(server.tls.min_version, TlsVersion::Tls13);
+        assert_eq!(
+            server.tls.ciphers.as_deref(),
+            Some(&["X".into(), "Y".into()][..])
+        );
+        for bad in [
+            "--no-client-auth --allow-cn a",
+            "--no-client-auth --crl x",
+            "--client-ca ca --min-tls 1.1",
+            "--client-ca ca --alpn h2,",
+        ] {
+            assert!(run(&format!("{base} {bad}")).is_err(), "{bad}");
+        }
+        let client = run("client --listen 127.0.0.1:1 --target h:2").unwrap();
+        let Mode::Client(client) = client.mode else {
+            panic!()
+        };
+        assert!(
+            client.ca.is_none(),
+            "--ca is optional: the system store is the default"
+        );
+    }
+
+    #[test]
+    fn server_mode_keeps_plaintext_on_this_host() {
+        let base = "server --listen 0.0.0.0:1 --cert c --key k --no-client-auth";
+        let err = run(&format!("{base} --target 10.0.0.5:6379")).unwrap_err();
+        assert!(err.to_string().contains("--unsafe-target"), "{err}");
+        assert!(run(&format!("{base} --target 10.0.0.5:6379 --unsafe-target")).is_ok());
+        assert!(run(&format!("{base} --target [::1]:6379")).is_ok());
+        let client = "client --listen 127.0.0.1:1 --target h:2 --unsafe-target";
+        assert!(
+            run(client).is_err(),
+            "--unsafe-target is a server-mode flag"
+        );
     }
 
     #[test]

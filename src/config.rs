@@ -40,12 +40,51 @@ pub struct ServerMode {
     pub listen: SocketAddr,
     /// The plaintext backends, taken in turn; a failed connect moves on to the next.
     pub targets: Vec<SocketAddr>,
-    /// Certificate chain presented to clients (`--cert`).
-    pub cert: PathBuf,
-    /// Private key of that certificate (`--key`).
-    pub key: PathBuf,
+    /// Certificate chains presented to clients (`--cert`/`--key` pairs), chosen by the
+    /// server name the client asks for (SNI); the first one is the default.
+    pub identities: Vec<Identity>,
     /// Whether clients must present a certificate.
     pub client_auth: ClientAuth,
+    /// Which client certificates get in, on top of chaining to the CA (`--allow-*`).
+    pub policy: PolicyConfig,
+    /// Certificate revocation lists for client certificates (`--crl`).
+    pub crls: Vec<PathBuf>,
+    /// Application protocols offered, most preferred first (`--alpn`); empty: no ALPN.
+    pub alpn: Vec<String>,
+    /// Protocol versions, cipher suites and key exchange groups.
+    pub tls: TlsParams,
+    /// Allow targets off this host, where the plaintext leg crosses a network
+    /// (`--unsafe-target`).
+    pub unsafe_target: bool,
+}
+
+impl ServerMode {
+    /// Checks that the plaintext leg stays on this host, unless `--unsafe-target` says the
+    /// network to the backend is trusted.
+    pub fn check_targets(&self) -> Result<(), StartError> {
+        if self.unsafe_target {
+            return Ok(());
+        }
+        match self.targets.iter().find(|t| !stays_on_host(t)) {
+            Some(target) => Err(StartError::invalid(
+                "--target",
+                &target.to_string(),
+                "not a loopback address: server mode sends the backend plaintext, \
+                 unencrypted, so the target must be on this host; give --unsafe-target \
+                 if the network between moat and the backend is trusted",
+            )),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Whether bytes sent to `target` stay on this host. A loopback address does; so will a
+/// unix socket, when targets can be one.
+pub fn stays_on_host(target: &SocketAddr) -> bool {
+    match target.ip() {
+        std::net::IpAddr::V4(ip) => ip.is_loopback(),
+        std::net::IpAddr::V6(ip) => ip.to_canonical().is_loopback(),
+    }
 }
 
 /// Client-certificate policy of server mode.
@@ -67,12 +106,21 @@ pub struct ClientMode {
     pub listen: SocketAddr,
     /// The TLS servers, as `HOST:PORT`, taken in turn; each is resolved once at start-up.
     pub targets: Vec<String>,
-    /// CA bundle that the server's certificate must chain to (`--ca`).
-    pub ca: PathBuf,
+    /// CA bundle that the server's certificate must chain to (`--ca`); without it, the
+    /// system's trust store.
+    pub ca: Option<PathBuf>,
     /// Name checked in the server's certificate; default: the host part of the first target.
     pub server_name: Option<String>,
     /// Client certificate and key to present, if any.
     pub identity: Option<Identity>,
+    /// Which server certificates are accepted, on top of the chain and name (`--allow-*`).
+    pub policy: PolicyConfig,
+    /// Certificate revocation lists for the server's chain (`--crl`).
+    pub crls: Vec<PathBuf>,
+    /// Application protocols sent, most preferred first (`--alpn`); empty: no ALPN.
+    pub alpn: Vec<String>,
+    /// Protocol versions, cipher suites and key exchange groups.
+    pub tls: TlsParams,
 }
 
 /// A certificate chain and its private key, as files.
@@ -82,6 +130,79 @@ pub struct Identity {
     pub cert: PathBuf,
     /// PEM private key (`--key`).
     pub key: PathBuf,
+}
+
+/// The allow-list for peer certificates, as written (`--allow-cn` and friends). Empty:
+/// any certificate that chains to the CA. Parsed into a `tls::Policy` at start-up.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PolicyConfig {
+    /// Patterns for the subject's common name (`--allow-cn`).
+    pub allow_cn: Vec<String>,
+    /// Patterns for the subject's organizational unit (`--allow-ou`).
+    pub allow_ou: Vec<String>,
+    /// Patterns for DNS names in the subject alternative names (`--allow-dns`).
+    pub allow_dns: Vec<String>,
+    /// Patterns for URIs in the subject alternative names, such as SPIFFE IDs (`--allow-uri`).
+    pub allow_uri: Vec<String>,
+    /// SHA-256 pins of the subject public key info, `sha256//BASE64` (`--allow-spki`).
+    pub allow_spki: Vec<String>,
+}
+
+impl PolicyConfig {
+    /// Whether no rule is given.
+    pub fn is_empty(&self) -> bool {
+        self.allow_cn.is_empty()
+            && self.allow_ou.is_empty()
+            && self.allow_dns.is_empty()
+            && self.allow_uri.is_empty()
+            && self.allow_spki.is_empty()
+    }
+}
+
+/// How TLS is negotiated: versions, cipher suites, key exchange groups. Names are checked
+/// against what moat supports at start-up.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TlsParams {
+    /// The oldest protocol version accepted (`--min-tls`).
+    pub min_version: TlsVersion,
+    /// Cipher suites in order of preference, replacing moat's own order (`--ciphers`).
+    pub ciphers: Option<Vec<String>>,
+    /// Key exchange groups in order of preference, replacing moat's own (`--groups`).
+    pub groups: Option<Vec<String>>,
+}
+
+/// A TLS protocol version.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub enum TlsVersion {
+    /// TLS 1.2.
+    #[default]
+    Tls12,
+    /// TLS 1.3.
+    Tls13,
+}
+
+impl TlsVersion {
+    /// Parses `1.2` or `1.3`.
+    pub fn parse(flag: &'static str, text: &str) -> Result<Self, StartError> {
+        match text {
+            "1.2" => Ok(Self::Tls12),
+            "1.3" => Ok(Self::Tls13),
+            _ => Err(StartError::invalid(flag, text, "expected 1.2 or 1.3")),
+        }
+    }
+}
+
+/// Splits a comma-separated list (`h2,http/1.1`); empty items are an error.
+pub fn parse_list(flag: &'static str, text: &str) -> Result<Vec<String>, StartError> {
+    let items: Vec<String> = text.split(',').map(|s| s.trim().to_owned()).collect();
+    if items.iter().any(String::is_empty) {
+        return Err(StartError::invalid(
+            flag,
+            text,
+            "expected a comma-separated list without empty items",
+        ));
+    }
+    Ok(items)
 }
 
 /// Settings of `moat demo`.
@@ -247,6 +368,38 @@ mod tests {
                 split_host_port("--target", bad).is_err(),
                 "{bad:?} accepted"
             );
+        }
+    }
+
+    #[test]
+    fn only_loopback_targets_stay_on_host() {
+        for local in [
+            "127.0.0.1:1",
+            "127.1.2.3:1",
+            "[::1]:1",
+            "[::ffff:127.0.0.1]:1",
+        ] {
+            assert!(stays_on_host(&local.parse().unwrap()), "{local}");
+        }
+        for remote in [
+            "10.0.0.1:1",
+            "0.0.0.0:1",
+            "[::]:1",
+            "[2001:db8::1]:1",
+            "192.0.2.1:1",
+        ] {
+            assert!(!stays_on_host(&remote.parse().unwrap()), "{remote}");
+        }
+    }
+
+    #[test]
+    fn lists_split_on_commas() {
+        assert_eq!(
+            parse_list("--alpn", "h2,http/1.1").ok(),
+            Some(vec!["h2".to_owned(), "http/1.1".to_owned()])
+        );
+        for bad in ["", "h2,", ",h2", "h2,,x"] {
+            assert!(parse_list("--alpn", bad).is_err(), "{bad:?} accepted");
         }
     }
 

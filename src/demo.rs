@@ -8,11 +8,11 @@
 //! The development certificates from `certs/` are compiled in, so the demo needs no files.
 
 use crate::address::SocketAddress;
-use crate::config::DemoMode;
+use crate::config::{DemoMode, TlsParams};
 use crate::error::StartError;
 use crate::route::{Route, Target, TargetTls};
 use crate::start::Plan;
-use crate::tls::{self, Pem};
+use crate::tls::{self, ClientSettings, Pem, Policy, ServerSettings, Trust};
 
 const CA: &str = include_str!("../certs/ca.pem");
 const SERVER_CERT: &str = include_str!("../certs/server.pem");
@@ -43,11 +43,18 @@ pub fn services(settings: &DemoMode, plan: &mut Plan) -> Result<String, StartErr
         "itself",
     )?;
 
-    let server_tls = tls::server_config(
-        &Pem::embedded("--cert", "certs/server.pem", SERVER_CERT),
-        &Pem::embedded("--key", "certs/server.key", SERVER_KEY),
-        Some(&ca),
-    )?;
+    let server_tls = ServerSettings {
+        identities: vec![(
+            Pem::embedded("--cert", "certs/server.pem", SERVER_CERT),
+            Pem::embedded("--key", "certs/server.key", SERVER_KEY),
+        )],
+        client_ca: Some(ca.clone()),
+        crls: Vec::new(),
+        policy: Policy::default(),
+        alpn: Vec::new(),
+        params: TlsParams::default(),
+    }
+    .build()?;
     let tls_route = Route {
         name: "demo tls leg",
         accept_tls: Some(server_tls),
@@ -55,13 +62,19 @@ pub fn services(settings: &DemoMode, plan: &mut Plan) -> Result<String, StartErr
     };
     let tls_addr = plan.listen(&port(1), tls_route, &echo_addr.to_string())?;
 
-    let client_tls = tls::client_config(
-        &ca,
-        Some((
-            &Pem::embedded("--cert", "certs/client.pem", CLIENT_CERT),
-            &Pem::embedded("--key", "certs/client.key", CLIENT_KEY),
+    let client_tls = ClientSettings {
+        trust: Trust::Ca(ca),
+        identity: Some((
+            Pem::embedded("--cert", "certs/client.pem", CLIENT_CERT),
+            Pem::embedded("--key", "certs/client.key", CLIENT_KEY),
         )),
-    )?;
+        crls: Vec::new(),
+        policy: Policy::default(),
+        alpn: Vec::new(),
+        params: TlsParams::default(),
+    }
+    .build()?
+    .config;
     let client_route = Route {
         name: "demo client leg",
         accept_tls: None,

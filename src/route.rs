@@ -4,7 +4,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use rustls::pki_types::ServerName;
-use rustls::{ClientConfig, ServerConfig};
+use rustls::ClientConfig;
+
+use crate::tls::ServerTls;
 
 use crate::address::SocketAddress;
 
@@ -14,7 +16,7 @@ pub struct Route {
     /// How this route is named in logs: `server`, `client`, `demo tls leg`, ...
     pub name: &'static str,
     /// TLS to terminate on accepted connections (server mode), or `None` for plaintext.
-    pub accept_tls: Option<Arc<ServerConfig>>,
+    pub accept_tls: Option<ServerTls>,
     /// Where the other end of the tunnel goes.
     pub target: Target,
 }

@@ -6,13 +6,13 @@
 use std::net::{SocketAddr, ToSocketAddrs};
 
 use crate::address::SocketAddress;
-use crate::config::{ClientAuth, ClientMode, Config, Mode, ServerMode};
+use crate::config::{ClientMode, Config, Mode, ServerMode};
 use crate::demo;
 use crate::error::StartError;
 use crate::event_loop::{EventLoop, Service};
 use crate::listener::{ListenOptions, Listener};
 use crate::route::{Route, Target, TargetTls};
-use crate::tls::{self, Pem};
+use crate::tls::{self, ClientSettings, ServerSettings};
 
 /// The services to run and the listeners bound for them, before the loop exists.
 #[derive(Debug, Default)]
@@ -64,13 +64,7 @@ pub fn run(config: &Config) -> Result<(), StartError> {
 }
 
 fn server_service(server: &ServerMode, plan: &mut Plan) -> Result<(), StartError> {
-    let cert = Pem::read("--cert", &server.cert)?;
-    let key = Pem::read("--key", &server.key)?;
-    let client_ca = match &server.client_auth {
-        ClientAuth::Required { ca } => Some(Pem::read("--client-ca", ca)?),
-        ClientAuth::Disabled => None,
-    };
-    let tls = tls::server_config(&cert, &key, client_ca.as_ref())?;
+    let tls = ServerSettings::read(server)?.build()?;
     let route = Route {
         name: "server",
         accept_tls: Some(tls),
@@ -89,12 +83,7 @@ fn server_service(server: &ServerMode, plan: &mut Plan) -> Result<(), StartError
 }
 
 fn client_service(client: &ClientMode, plan: &mut Plan) -> Result<(), StartError> {
-    let ca = Pem::read("--ca", &client.ca)?;
-    let identity = match &client.identity {
-        Some(id) => Some((Pem::read("--cert", &id.cert)?, Pem::read("--key", &id.key)?)),
-        None => None,
-    };
-    let config = tls::client_config(&ca, identity.as_ref().map(|(c, k)| (c, k)))?;
+    let config = ClientSettings::read(client)?.build()?.config;
     let first = client
         .targets
         .first()

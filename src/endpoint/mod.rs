@@ -25,7 +25,7 @@ use crate::buffer::BufferPool;
 pub use linger::{LingerStep, Lingering, LINGER_BYTES};
 pub use socket::{Readiness, Socket};
 pub use stream::{Conn, Stream};
-pub use tls::{Session, TlsEnd};
+pub use tls::{Negotiated, Session, TlsEnd};
 
 /// What a mirror holds at most.
 const MIRROR_LIMIT: usize = 16 * 1024;
@@ -128,6 +128,14 @@ impl<S: Stream> Endpoint<S> {
     pub fn peer_certificates(&self) -> Option<&[CertificateDer<'static>]> {
         match self {
             Self::Tls(tls) => tls.peer_certificates(),
+            _ => None,
+        }
+    }
+
+    /// What the TLS handshake negotiated, if this is a TLS end.
+    pub fn negotiated(&self) -> Option<Negotiated<'_>> {
+        match self {
+            Self::Tls(tls) => Some(tls.negotiated()),
             _ => None,
         }
     }

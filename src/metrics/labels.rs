@@ -108,6 +108,7 @@ impl TunnelEnd {
                 Some(CertificateRefusal::Revoked) => Self::Revoked,
                 None => Self::TlsError,
             },
+            EndReason::Refused(..) => Self::RefusedPolicy,
             EndReason::HandshakeEof(_) => Self::HandshakeEof,
             EndReason::Connect(_) => Self::ConnectError,
             EndReason::Io(..) => Self::IoError,
@@ -174,6 +175,7 @@ impl HandshakeFailure {
     pub fn of(reason: &EndReason) -> Self {
         match reason {
             EndReason::Tls(_, e) => Self::of_tls(e),
+            EndReason::Refused(..) => Self::Policy,
             EndReason::Timeout(TimerClass::Handshake) => Self::Timeout,
             EndReason::HandshakeEof(_) => Self::Eof,
             _ => Self::Other,

@@ -1,81 +1,37 @@
-//! TLS settings: PEM loading with precise errors, and the rustls configurations moat uses.
+//! TLS settings: PEM loading with precise errors, who gets in, and the rustls
+//! configurations moat uses.
 //!
-//! Everything here runs once at start-up; the loop only ever sees the finished
-//! `Arc<ServerConfig>` / `Arc<ClientConfig>`.
+//! Everything here is built once at start-up; the loop only ever sees the finished
+//! `Arc<ServerConfig>` / `Arc<ClientConfig>`. Two pieces run inside rustls' handshake, on
+//! the loop's thread: the certificate resolver ([`sni`]) and the verifiers ([`verifier`]),
+//! which apply the allow-list ([`policy`]) to the fields [`identity`] reads, and remember
+//! verified chains ([`cache`]). What they learn for the tunnel's log line comes back
+//! through [`notes`].
 
+pub mod cache;
+mod client;
+pub mod identity;
+pub mod notes;
+pub mod params;
 mod pem;
-pub mod subject;
+pub mod policy;
+mod server;
+pub mod sni;
+mod trust;
+pub mod verifier;
 
-use std::sync::Arc;
-
-use rustls::client::ClientConfig;
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::ServerName;
-use rustls::server::{ServerConfig, WebPkiClientVerifier};
-use rustls::sign::{CertifiedKey, SingleCertAndKey};
-use rustls::{Error as TlsError, InconsistentKeys, RootCertStore};
+use rustls::sign::CertifiedKey;
+use rustls::{Error as TlsError, InconsistentKeys};
 
-pub use pem::Pem;
+pub use client::{ClientSettings, ClientTls, SESSION_CACHE_NAMES};
+pub use pem::{Pem, SUPPORTED_KEYS};
+pub use policy::{Policy, Refusal};
+pub use server::{ServerSettings, ServerTls, TICKETS_PER_HANDSHAKE};
+pub use trust::Trust;
 
 use crate::error::StartError;
-
-/// The one provider moat uses: aws-lc-rs, with its default cipher suites and groups.
-pub fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
-}
-
-/// Server-mode TLS: present `cert`/`key`; with `client_ca`, require a client certificate
-/// that chains to it.
-pub fn server_config(
-    cert: &Pem,
-    key: &Pem,
-    client_ca: Option<&Pem>,
-) -> Result<Arc<ServerConfig>, StartError> {
-    let provider = provider();
-    let identity = certified_key(cert, key, &provider)?;
-    let builder = ServerConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| StartError::Runtime(std::io::Error::other(e)))?;
-    let builder = match client_ca {
-        Some(ca) => {
-            let roots = Arc::new(root_store(ca)?);
-            let verifier = WebPkiClientVerifier::builder_with_provider(roots, provider.clone())
-                .build()
-                .map_err(|e| ca.bad(format!("cannot verify clients with it: {e}")))?;
-            builder.with_client_cert_verifier(verifier)
-        }
-        None => builder.with_no_client_auth(),
-    };
-    let mut config = builder.with_cert_resolver(Arc::new(SingleCertAndKey::from(identity)));
-    // Stateless tickets make resumption cost no server memory per session.
-    config.ticketer = rustls::crypto::aws_lc_rs::Ticketer::new()
-        .map_err(|e| StartError::Runtime(std::io::Error::other(e)))?;
-    // One ticket per full handshake (rustls sends two by default): a client resumes one
-    // connection with one ticket, and each ticket costs an encryption and a record — with
-    // mutual TLS a large one, since it carries the client's certificate chain.
-    config.send_tls13_tickets = 1;
-    Ok(Arc::new(config))
-}
-
-/// Client-mode TLS: trust the CAs in `ca`; present `identity` (certificate, key) if given.
-pub fn client_config(
-    ca: &Pem,
-    identity: Option<(&Pem, &Pem)>,
-) -> Result<Arc<ClientConfig>, StartError> {
-    let provider = provider();
-    let builder = ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| StartError::Runtime(std::io::Error::other(e)))?
-        .with_root_certificates(root_store(ca)?);
-    let config = match identity {
-        Some((cert, key)) => {
-            let identity = certified_key(cert, key, &provider)?;
-            builder.with_client_cert_resolver(Arc::new(SingleCertAndKey::from(identity)))
-        }
-        None => builder.with_no_client_auth(),
-    };
-    Ok(Arc::new(config))
-}
 
 /// The name to verify in the server's certificate: a DNS name or an IP address.
 pub fn server_name(flag: &'static str, name: &str) -> Result<ServerName<'static>, StartError> {
@@ -83,6 +39,7 @@ pub fn server_name(flag: &'static str, name: &str) -> Result<ServerName<'static>
         .map_err(|_| StartError::invalid(flag, name, "not a valid DNS name or IP address"))
 }
 
+/// A certificate chain with its signing key, checked to belong together.
 fn certified_key(
     cert: &Pem,
     key: &Pem,
@@ -98,16 +55,14 @@ fn certified_key(
                 key: key.path().into(),
             })
         }
-        Err(e) => Err(key.bad(format!("unusable private key: {e}"))),
+        // rustls words a key it cannot load as an "unexpected error"; say what it is.
+        Err(TlsError::General(why)) => {
+            Err(key.bad(format!("unusable private key ({why}); {SUPPORTED_KEYS}")))
+        }
+        Err(e) => Err(key.bad(format!("unusable private key ({e}); {SUPPORTED_KEYS}"))),
     }
 }
 
-fn root_store(ca: &Pem) -> Result<RootCertStore, StartError> {
-    let mut roots = RootCertStore::empty();
-    for cert in ca.certificates()? {
-        roots
-            .add(cert)
-            .map_err(|e| ca.bad(format!("not a usable CA certificate: {e}")))?;
-    }
-    Ok(roots)
+fn runtime(e: impl std::error::Error + Send + Sync + 'static) -> StartError {
+    StartError::Runtime(std::io::Error::other(e))
 }

@@ -28,7 +28,7 @@ use crate::endpoint::{
 use crate::limits::HandshakeStage;
 use crate::route::{Route, Target};
 use crate::timer::TimerClass;
-use crate::tls::subject::subject;
+use crate::tls::{identity, notes, Refusal};
 
 mod connect;
 
@@ -86,6 +86,8 @@ pub enum EndReason {
     Evicted,
     /// The TLS session failed (bad or missing certificate, protocol error, alert).
     Tls(Side, rustls::Error),
+    /// The peer's certificate chains, but the allow-list turns it away.
+    Refused(Side, Refusal),
     /// TCP EOF in the middle of a TLS handshake.
     HandshakeEof(Side),
     /// The target could not be reached.
@@ -99,7 +101,7 @@ impl EndReason {
     /// TLS session failed. The other side must learn of it as an abort, not a clean end.
     fn aborted_by(&self) -> Option<Side> {
         match self {
-            Self::Io(side, _) | Self::Tls(side, _) => Some(*side),
+            Self::Io(side, _) | Self::Tls(side, _) | Self::Refused(side, _) => Some(*side),
             _ => None,
         }
     }
@@ -108,7 +110,7 @@ impl EndReason {
     fn alerted(&self) -> Option<Side> {
         match self {
             Self::Tls(_, rustls::Error::AlertReceived(_)) => None,
-            Self::Tls(side, _) => Some(*side),
+            Self::Tls(side, _) | Self::Refused(side, _) => Some(*side),
             _ => None,
         }
     }
@@ -127,6 +129,7 @@ impl fmt::Display for EndReason {
                 f.write_str("evicted: its handshake stalled while the handshake budget was full")
             }
             Self::Tls(side, e) => write!(f, "tls error with {side}: {e}"),
+            Self::Refused(side, refusal) => write!(f, "tls error with {side}: {refusal}"),
             Self::HandshakeEof(side) => write!(f, "{side} closed during the TLS handshake"),
             Self::Connect(e) => {
                 write!(f, "cannot connect to target: {}", crate::error::plain_io(e))
@@ -200,7 +203,8 @@ pub struct Tunnel {
     up: Upstream,
     to_target: Direction,
     to_client: Direction,
-    subject: Option<String>,
+    /// The server name the client asked for (server mode).
+    sni: Option<Box<str>>,
     /// Connect attempts so far (failover stops once every target address was tried).
     dials: usize,
     /// This tunnel's round-robin turn: where its walk through the targets starts.
@@ -223,9 +227,9 @@ impl Tunnel {
         now: Instant,
     ) -> io::Result<Self> {
         let down = match &route.accept_tls {
-            Some(config) => {
-                let conn =
-                    UnbufferedServerConnection::new(config.clone()).map_err(io::Error::other)?;
+            Some(tls) => {
+                let conn = UnbufferedServerConnection::new(tls.config.clone())
+                    .map_err(io::Error::other)?;
                 Endpoint::tls(socket, Session::Server(conn))
             }
             None => Endpoint::plain(socket),
@@ -244,7 +248,7 @@ impl Tunnel {
             up,
             to_target: Direction::default(),
             to_client: Direction::default(),
-            subject: None,
+            sni: None,
             dials: 0,
             first_target: None,
             lingering: None,
@@ -333,10 +337,11 @@ impl Tunnel {
         }
         let mut progressed = false;
         if self.down.is_handshaking() {
-            progressed |= self
-                .down
-                .handshake(ctx.pool)
-                .map_err(|e| failure(Side::Client, e))?;
+            let (stepped, notes) = notes::during(|| self.down.handshake(ctx.pool));
+            if let Some(name) = notes.server_name {
+                self.sni = Some(name);
+            }
+            progressed |= stepped.map_err(|e| tls_failure(Side::Client, e, notes.refusal))?;
             if self.down.is_handshaking() {
                 return Ok(Step {
                     progressed,
@@ -344,7 +349,7 @@ impl Tunnel {
                     redialed: false,
                 });
             }
-            self.client_authenticated();
+            self.client_authenticated(ctx.route)?;
         }
         if let Upstream::NotDialled = self.up {
             self.dial(ctx, None)?;
@@ -370,9 +375,8 @@ impl Tunnel {
             });
         };
         if up.is_handshaking() {
-            progressed |= up
-                .handshake(ctx.pool)
-                .map_err(|e| failure(Side::Target, e))?;
+            let (stepped, notes) = notes::during(|| up.handshake(ctx.pool));
+            progressed |= stepped.map_err(|e| tls_failure(Side::Target, e, notes.refusal))?;
             if up.is_handshaking() {
                 return Ok(Step {
                     progressed,
@@ -501,18 +505,36 @@ impl Tunnel {
         }
     }
 
-    fn client_authenticated(&mut self) {
-        let certs = self.down.peer_certificates();
-        self.subject = certs.and_then(|c| c.first()).and_then(|c| subject(c));
-        log::debug!(
-            "tunnel {}: client {} finished TLS handshake{}",
-            self.id,
-            self.peer,
-            self.subject
-                .as_deref()
-                .map(|s| format!(" as {s}"))
-                .unwrap_or_default()
-        );
+    /// The client's handshake is done. A resumed session's certificate is checked again
+    /// against the route's rules, since rustls verifies certificates only in full handshakes.
+    fn client_authenticated(&mut self, route: &Route) -> Result<(), EndReason> {
+        let resumed = self.down.negotiated().is_some_and(|n| n.resumed);
+        let verifier = route
+            .accept_tls
+            .as_ref()
+            .and_then(|tls| tls.verifier.as_ref());
+        if let (true, Some(verifier)) = (resumed, verifier) {
+            let chain = self.down.peer_certificates().unwrap_or_default();
+            let now = rustls::pki_types::UnixTime::now();
+            let (checked, notes) = notes::during(|| verifier.recheck(chain, now));
+            checked.map_err(|e| tls_failure(Side::Client, EndpointError::Tls(e), notes.refusal))?;
+        }
+        if log::log_enabled!(log::Level::Debug) {
+            let subject = self.subject().map(|s| format!(" as {s}"));
+            log::debug!(
+                "tunnel {}: client {} finished TLS handshake{}",
+                self.id,
+                self.peer,
+                subject.unwrap_or_default()
+            );
+        }
+        Ok(())
+    }
+
+    /// The subject of the client's certificate, for the log.
+    fn subject(&self) -> Option<String> {
+        let certs = self.down.peer_certificates()?;
+        identity::subject(certs.first()?)
     }
 
     /// The tunnel's one log line at its end.
@@ -523,15 +545,28 @@ impl Tunnel {
             }
             _ => log::Level::Warn,
         };
+        // The TLS leg described is the client's in server mode, the target's in client mode.
+        let tls = match &self.up {
+            Upstream::Open(up) if self.down.negotiated().is_none() => up.negotiated(),
+            _ => self.down.negotiated(),
+        };
+        let tls = tls
+            .filter(|n| n.version.is_some())
+            .map(|n| n.to_string())
+            .unwrap_or_default();
         log::log!(
             level,
-            "tunnel closed: {} peer={}{} to_target={}B to_client={}B duration={} end={}",
+            "tunnel closed: {} peer={}{}{}{} to_target={}B to_client={}B duration={} end={}",
             route.name,
             self.peer,
-            self.subject
-                .as_deref()
+            self.subject()
                 .map(|s| format!(" subject=\"{s}\""))
                 .unwrap_or_default(),
+            self.sni
+                .as_deref()
+                .map(|s| format!(" sni={s}"))
+                .unwrap_or_default(),
+            tls,
             self.to_target.bytes,
             self.to_client.bytes,
             Seconds(now.saturating_duration_since(self.started)),
@@ -546,6 +581,14 @@ struct Seconds(Duration);
 impl fmt::Display for Seconds {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{:.3}s", self.0.as_secs_f64())
+    }
+}
+
+/// A failed TLS step, told as a refusal when moat's verifier noted one.
+fn tls_failure(side: Side, err: EndpointError, refusal: Option<Refusal>) -> EndReason {
+    match (err, refusal) {
+        (EndpointError::Tls(_), Some(refusal)) => EndReason::Refused(side, refusal),
+        (err, _) => failure(side, err),
     }
 }
 

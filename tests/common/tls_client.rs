@@ -15,7 +15,17 @@ use super::{Pki, PATIENCE};
 /// A client configuration trusting the test CA and presenting `identity` (e.g. `client`,
 /// `stranger`, `expired`) if given.
 pub fn client_config(pki: &Pki, identity: Option<&str>) -> Arc<ClientConfig> {
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    client_config_with(pki, identity, rustls::crypto::aws_lc_rs::default_provider())
+}
+
+/// [`client_config`] with a crypto provider of the test's choosing (its suites and key
+/// exchange groups, in its order).
+pub fn client_config_with(
+    pki: &Pki,
+    identity: Option<&str>,
+    provider: rustls::crypto::CryptoProvider,
+) -> Arc<ClientConfig> {
+    let provider = Arc::new(provider);
     let mut roots = RootCertStore::empty();
     for cert in CertificateDer::pem_file_iter(pki.path("ca.pem")).unwrap() {
         roots.add(cert.unwrap()).unwrap();

@@ -40,7 +40,9 @@ use super::stream::{Conn, Stream};
 use super::{Chunk, EndpointError, Eof};
 use crate::buffer::{BufferPool, Held, BUFFER_SIZE, LARGE_BUFFER_SIZE};
 
+mod info;
 mod states;
+pub use info::Negotiated;
 use states::{Intent, Output, Step};
 
 /// The largest TLS record on the wire (TLS 1.2 allows 2 KiB of expansion over 16 KiB).
