@@ -30,6 +30,7 @@ pub mod key_list;
 pub mod limits;
 pub mod listener;
 pub mod logger;
+pub mod notify;
 pub mod route;
 pub mod start;
 pub mod timer;
