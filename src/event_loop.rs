@@ -32,6 +32,7 @@ use crate::limits::{
     handshake_room, HandshakeRoom, HandshakeStage, Handshakes, LogLimiter, PerIpCount,
 };
 use crate::logger;
+use crate::notify::Notifier;
 use crate::route::Route;
 use crate::timer::{TimerClass, Timers};
 use crate::tunnel::{Ctx, EndReason, Side, Tunnel};
@@ -115,6 +116,8 @@ pub struct EventLoop {
     evicted: u64,
     eviction_warnings: LogLimiter,
     shutdown_deadline: Option<Instant>,
+    /// The service manager, told when a shutdown begins.
+    notifier: Option<Notifier>,
 }
 
 impl fmt::Debug for EventLoop {
@@ -161,7 +164,13 @@ impl EventLoop {
             evicted: 0,
             eviction_warnings: LogLimiter::new(WARNING_INTERVAL),
             shutdown_deadline: None,
+            notifier: None,
         })
+    }
+
+    /// Tells `notifier`'s service manager when a graceful shutdown begins (`STOPPING=1`).
+    pub fn notify_with(&mut self, notifier: Option<Notifier>) {
+        self.notifier = notifier;
     }
 
     /// Runs until a signal asks moat to stop and the open tunnels have finished (or the
@@ -525,6 +534,9 @@ impl EventLoop {
                 service.acceptable = false;
             }
             self.shutdown_deadline = Some(now + self.timeouts.shutdown);
+            if let Some(notifier) = &self.notifier {
+                notifier.stopping();
+            }
         }
     }
 

@@ -32,6 +32,7 @@ pub mod listener;
 pub mod logger;
 pub mod notify;
 pub mod route;
+pub mod sandbox;
 pub mod start;
 pub mod timer;
 pub mod tls;

@@ -10,7 +10,9 @@ use crate::demo;
 use crate::error::StartError;
 use crate::event_loop::{EventLoop, Service};
 use crate::listener;
+use crate::notify::Notifier;
 use crate::route::{Route, Target, TargetTls};
+use crate::sandbox::{self, Plan};
 use crate::tls::{self, Pem};
 
 /// Builds everything `config` describes and runs the loop until shutdown.
@@ -20,9 +22,23 @@ pub fn run(config: &Config) -> Result<(), StartError> {
         Mode::Client(client) => vec![client_service(client)?],
         Mode::Demo(settings) => demo::services(settings)?,
     };
-    EventLoop::new(services, config.limits, config.timeouts)
-        .and_then(EventLoop::run)
-        .map_err(StartError::Runtime)
+    let listening: Vec<SocketAddr> = services
+        .iter()
+        .filter_map(|s| s.local_addr().ok())
+        .collect();
+    let mut event_loop =
+        EventLoop::new(services, config.limits, config.timeouts).map_err(StartError::Runtime)?;
+    let notifier = Notifier::from_env();
+    if config.sandbox {
+        sandbox::enter(&Plan::for_config(config, &listening))?;
+    }
+    // Listeners bound, signal handlers installed, sandbox entered: moat is ready.
+    if let Some(notifier) = &notifier {
+        let shown: Vec<String> = listening.iter().map(ToString::to_string).collect();
+        notifier.ready(&format!("listening on {}", shown.join(", ")));
+    }
+    event_loop.notify_with(notifier);
+    event_loop.run().map_err(StartError::Runtime)
 }
 
 fn server_service(server: &ServerMode) -> Result<Service, StartError> {
