@@ -131,8 +131,14 @@ const GROUPS: &[Group] = &[
         calls: calls![SYS_bind, SYS_listen, SYS_unlinkat],
     },
     Group {
-        why: "exit, and abort's SIGABRT to itself; a panic's report finds its executable",
-        calls: calls![SYS_exit_group, SYS_getpid, SYS_tgkill, SYS_readlinkat],
+        why: "exit; abort's SIGABRT to itself; a panic's backtrace (executable, current directory)",
+        calls: calls![
+            SYS_exit_group,
+            SYS_getpid,
+            SYS_tgkill,
+            SYS_readlinkat,
+            SYS_getcwd
+        ],
     },
 ];
 
@@ -188,9 +194,8 @@ fn unconditional() -> impl Iterator<Item = (&'static str, libc::c_long)> {
 /// The filter's rules: no rule for a call means any arguments; otherwise one of the rules
 /// must match.
 fn rules() -> Result<BTreeMap<i64, Vec<SeccompRule>>, seccompiler::BackendError> {
-    let mut rules: BTreeMap<i64, Vec<SeccompRule>> = unconditional()
-        .map(|(_, nr)| (nr, Vec::new()))
-        .collect();
+    let mut rules: BTreeMap<i64, Vec<SeccompRule>> =
+        unconditional().map(|(_, nr)| (nr, Vec::new())).collect();
     for narrowed in NARROWED {
         let mut any_of = Vec::new();
         for &value in narrowed.values {
