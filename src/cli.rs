@@ -227,6 +227,11 @@ fn options() -> Options {
         "error, warn, info, debug or trace (default info)",
         "LEVEL",
     );
+    o.optflag(
+        "",
+        "no-sandbox",
+        "do not restrict moat once it serves (Landlock: files and ports; seccomp: system calls)",
+    );
     o.optflag("h", "help", "print this help");
     o.optflag("V", "version", "print the version");
     o
@@ -271,6 +276,7 @@ pub fn parse(args: &[String], descriptor_limit: u64) -> Result<Command, StartErr
         timeouts: timeouts(&matches)?,
         limits: limits(&matches, descriptor_limit)?,
         log_level: log_level(&matches)?,
+        sandbox: !matches.opt_present("no-sandbox"),
     })))
 }
 
@@ -703,6 +709,8 @@ mod tests {
         assert_eq!(config.timeouts.handshake, Timeouts::default().handshake);
         assert_eq!(config.limits.max_conns, 7);
         assert_eq!(config.log_level, log::LevelFilter::Debug);
+        assert!(config.sandbox);
+        assert!(!run("demo --no-sandbox").unwrap().sandbox);
         assert_eq!(run("demo").unwrap().limits.max_conns, 9_968);
         for bad in [
             "demo --max-conns 0",

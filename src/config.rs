@@ -20,6 +20,9 @@ pub struct Config {
     pub limits: Limits,
     /// How much to log.
     pub log_level: log::LevelFilter,
+    /// Whether moat restricts itself once it serves (see [`crate::sandbox`]);
+    /// `--no-sandbox` turns it off.
+    pub sandbox: bool,
 }
 
 /// The three ways to run moat.

@@ -11,7 +11,7 @@ use crate::address::SocketAddress;
 use crate::config::{DemoMode, TlsParams};
 use crate::error::StartError;
 use crate::route::{Route, Target, TargetTls};
-use crate::start::Plan;
+use crate::start::Services;
 use crate::tls::{self, ClientSettings, Pem, Policy, ServerSettings, Trust};
 
 const CA: &str = include_str!("../certs/ca.pem");
@@ -23,7 +23,7 @@ const CLIENT_KEY: &str = include_str!("../certs/client.key");
 /// The three demo listeners: client leg at the base port, TLS leg at base + 1, echo at
 /// base + 2 (or three free ports when the base port is 0), and the guide that says how to
 /// try them (printed once the loop is ready).
-pub fn services(settings: &DemoMode, plan: &mut Plan) -> Result<String, StartError> {
+pub fn services(settings: &DemoMode, plan: &mut Services) -> Result<String, StartError> {
     let port = |offset: u16| {
         let mut addr = settings.base;
         if addr.port() != 0 {

@@ -64,6 +64,8 @@ pub enum StartError {
         /// The operating system's reason.
         source: io::Error,
     },
+    /// The sandbox could not be entered (see [`crate::sandbox`]).
+    Sandbox(String),
     /// The poll loop could not be set up or failed outright.
     Runtime(io::Error),
 }
@@ -72,7 +74,7 @@ impl StartError {
     /// The process exit code for this error: 2 for usage and configuration, 1 at run time.
     pub fn exit_code(&self) -> i32 {
         match self {
-            Self::Listen { .. } | Self::Runtime(_) => 1,
+            Self::Listen { .. } | Self::Sandbox(_) | Self::Runtime(_) => 1,
             _ => 2,
         }
     }
@@ -121,6 +123,10 @@ impl fmt::Display for StartError {
             Self::Listen { addr, source } => {
                 write!(f, "cannot listen on {addr}: {}", plain_io(source))
             }
+            Self::Sandbox(reason) => write!(
+                f,
+                "cannot enter the sandbox: {reason} (--no-sandbox runs without it)"
+            ),
             Self::Runtime(err) => write!(f, "{}", plain_io(err)),
         }
     }

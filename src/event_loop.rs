@@ -33,6 +33,7 @@ use crate::limits::{
 };
 use crate::listener::Listener;
 use crate::logger;
+use crate::notify::Notifier;
 use crate::route::Route;
 use crate::timer::{TimerClass, Timers};
 use crate::tunnel::{Ctx, EndReason, Side, Tunnel};
@@ -111,6 +112,8 @@ pub struct EventLoop {
     evicted: u64,
     eviction_warnings: LogLimiter,
     shutdown_deadline: Option<Instant>,
+    /// The service manager, told when a shutdown begins.
+    notifier: Option<Notifier>,
 }
 
 impl fmt::Debug for EventLoop {
@@ -168,6 +171,7 @@ impl EventLoop {
             evicted: 0,
             eviction_warnings: LogLimiter::new(WARNING_INTERVAL),
             shutdown_deadline: None,
+            notifier: None,
         })
     }
 
@@ -196,11 +200,17 @@ impl EventLoop {
             .collect()
     }
 
+    /// Tells `notifier`'s service manager when a graceful shutdown begins (`STOPPING=1`).
+    pub fn notify_with(&mut self, notifier: Option<Notifier>) {
+        self.notifier = notifier;
+    }
+
     /// Runs until a signal asks moat to stop and the open tunnels have finished (or the
     /// shutdown timeout has passed).
     pub fn run(mut self) -> io::Result<()> {
         let mut events = Events::with_capacity(EVENT_CAPACITY);
         let mut now = Instant::now();
+        logger::start_writer();
         logger::batch(true);
         let result = loop {
             // The turn's log lines go out together, before the loop may sleep.
@@ -600,6 +610,9 @@ impl EventLoop {
             // Closing the listeners also takes them out of the poll.
             self.listeners.clear();
             self.shutdown_deadline = Some(now + self.timeouts.shutdown);
+            if let Some(notifier) = &self.notifier {
+                notifier.stopping();
+            }
         }
     }
 

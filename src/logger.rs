@@ -53,6 +53,9 @@ static FORMAT: AtomicU8 = AtomicU8::new(0);
 /// Set by [`finish`]: the writer writes what is left and stops.
 static STOPPING: AtomicBool = AtomicBool::new(false);
 
+/// Whether the writer thread runs (see [`start_writer`]).
+static WRITER: AtomicBool = AtomicBool::new(false);
+
 /// How the writer says it has written everything, for [`finish`].
 static DONE: Mutex<Option<mpsc::Receiver<()>>> = Mutex::new(None);
 
@@ -65,12 +68,19 @@ const WAKE_AT: usize = 64 * 1024;
 /// How long [`finish`] waits for a stalled stderr before exiting anyway.
 const FINISH_PATIENCE: Duration = Duration::from_secs(2);
 
-/// Installs the logger at `level` and starts its writer thread. Calling it again only
-/// changes the level and format, so tests that start moat in-process more than once work.
+/// Installs the logger at `level`. Until [`start_writer`], lines are written at once by
+/// whoever logs them. Calling it again only changes the level and format, so tests that
+/// start moat in-process more than once work.
 pub fn init(level: LevelFilter, format: Format) {
     FORMAT.store(format as u8, Ordering::Relaxed);
     log::set_max_level(level);
-    if log::set_logger(&LOGGER).is_err() {
+    let _ = log::set_logger(&LOGGER);
+}
+
+/// Starts the writer thread; from now on lines wait in the buffer. Called when the loop
+/// starts, after the sandbox: a thread started later is bound by it like the rest.
+pub fn start_writer() {
+    if WRITER.swap(true, Ordering::Relaxed) {
         return;
     }
     let (done_tx, done_rx) = mpsc::channel();
@@ -81,8 +91,7 @@ pub fn init(level: LevelFilter, format: Format) {
         .name("moat-log".into())
         .spawn(move || write_lines(done_tx));
     if spawned.is_err() {
-        // Without a thread, lines are written by whoever logs them (see `queue`).
-        STOPPING.store(true, Ordering::Relaxed);
+        WRITER.store(false, Ordering::Relaxed);
     }
 }
 
@@ -103,6 +112,9 @@ pub fn flush() {
 /// Writes every waiting line and stops the writer; waits at most two seconds for a stderr
 /// that does not drain. Call before the process exits.
 pub fn finish() {
+    if !WRITER.load(Ordering::Relaxed) {
+        return;
+    }
     STOPPING.store(true, Ordering::Relaxed);
     WAKE.notify_one();
     if let Ok(mut done) = DONE.lock() {
@@ -189,8 +201,13 @@ impl Log for StderrLogger {
     }
 }
 
-/// Adds a line to the buffer, or drops it when the buffer is full.
+/// Adds a line to the buffer, or drops it when the buffer is full; before the writer
+/// thread runs (start-up, and after [`finish`]), writes it at once.
 fn queue(line: &[u8]) {
+    if !WRITER.load(Ordering::Relaxed) || STOPPING.load(Ordering::Relaxed) {
+        let _ = std::io::stderr().lock().write_all(line);
+        return;
+    }
     let Ok(mut pending) = PENDING.lock() else {
         return;
     };

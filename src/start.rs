@@ -11,17 +11,19 @@ use crate::demo;
 use crate::error::StartError;
 use crate::event_loop::{EventLoop, Service};
 use crate::listener::{ListenOptions, Listener};
+use crate::notify::Notifier;
 use crate::route::{Route, Target, TargetTls};
+use crate::sandbox;
 use crate::tls::{self, ClientSettings, ServerSettings};
 
 /// The services to run and the listeners bound for them, before the loop exists.
 #[derive(Debug, Default)]
-pub struct Plan {
+pub struct Services {
     services: Vec<Service>,
     listeners: Vec<(usize, Listener)>,
 }
 
-impl Plan {
+impl Services {
     /// Binds `addr` for `route`, whose tunnels go to `target` (as the log shows it), and
     /// returns where it listens. The `listening on` line is logged once the loop is ready
     /// ([`EventLoop::announce`]).
@@ -41,29 +43,47 @@ impl Plan {
 
 /// Builds everything `config` describes and runs the loop until shutdown.
 pub fn run(config: &Config) -> Result<(), StartError> {
-    let mut plan = Plan::default();
+    let mut plan = Services::default();
     let guide = match &config.mode {
         Mode::Server(server) => server_service(server, &mut plan).map(|_| None)?,
         Mode::Client(client) => client_service(client, &mut plan).map(|_| None)?,
         Mode::Demo(settings) => Some(demo::services(settings, &mut plan)?),
     };
-    let event_loop = EventLoop::new(
+    let mut event_loop = EventLoop::new(
         plan.services,
         plan.listeners,
         config.limits,
         config.timeouts,
     )
     .map_err(StartError::Runtime)?;
-    // Only now, with every listener bound and the signal handlers installed, is moat ready:
-    // a supervisor that signals it as soon as it says so must find it able to shut down.
+    let listening: Vec<SocketAddr> = event_loop
+        .local_addresses()
+        .into_iter()
+        .filter_map(|a| match a {
+            Some(SocketAddress::Tcp(addr)) => Some(addr),
+            _ => None,
+        })
+        .collect();
+    let notifier = Notifier::from_env();
+    if config.sandbox {
+        sandbox::enter(&sandbox::Plan::for_config(config, &listening))?;
+    }
+    // Only now, with every listener bound, the signal handlers installed and the sandbox
+    // entered, is moat ready: a supervisor that signals it as soon as it says so must find
+    // it able to shut down.
     event_loop.announce();
     if let Some(guide) = guide {
         println!("{guide}");
     }
+    if let Some(notifier) = &notifier {
+        let shown: Vec<String> = listening.iter().map(ToString::to_string).collect();
+        notifier.ready(&format!("listening on {}", shown.join(", ")));
+    }
+    event_loop.notify_with(notifier);
     event_loop.run().map_err(StartError::Runtime)
 }
 
-fn server_service(server: &ServerMode, plan: &mut Plan) -> Result<(), StartError> {
+fn server_service(server: &ServerMode, plan: &mut Services) -> Result<(), StartError> {
     let tls = ServerSettings::read(server)?.build()?;
     let route = Route {
         name: "server",
@@ -82,7 +102,7 @@ fn server_service(server: &ServerMode, plan: &mut Plan) -> Result<(), StartError
     Ok(())
 }
 
-fn client_service(client: &ClientMode, plan: &mut Plan) -> Result<(), StartError> {
+fn client_service(client: &ClientMode, plan: &mut Services) -> Result<(), StartError> {
     let config = ClientSettings::read(client)?.build()?.config;
     let first = client
         .targets

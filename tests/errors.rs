@@ -275,7 +275,7 @@ fn help_lists_every_flag_with_its_default() {
     let options = options_in_help(&help);
     let d = moat::config::Timeouts::default();
     #[rustfmt::skip]
-    let expected: [(&str, Option<&str>); 30] = [
+    let expected: [(&str, Option<&str>); 31] = [
         ("--listen", Some("127.0.0.1:7000")), ("--target", None), ("--cert", None),
         ("--key", None), ("--client-ca", None), ("--no-client-auth", None),
         ("--ca", Some("the system trust store")), ("--server-name", Some("host of --target")),
@@ -287,8 +287,8 @@ fn help_lists_every_flag_with_its_default() {
         ("--max-conns-per-ip", Some("no limit")), ("--max-handshakes", Some("1024")),
         ("--handshake-timeout", Some("10s")), ("--connect-timeout", Some("5s")),
         ("--idle-timeout", Some("5m")), ("--close-timeout", Some("30s")),
-        ("--shutdown-timeout", Some("30s")), ("--log-level", Some("info")), ("--help", None),
-        ("--version", None),
+        ("--shutdown-timeout", Some("30s")), ("--log-level", Some("info")),
+        ("--no-sandbox", None), ("--help", None), ("--version", None),
     ];
     let flags: Vec<&str> = options.iter().map(|(f, _)| f.as_str()).collect();
     let wanted: Vec<&str> = expected.iter().map(|(f, _)| *f).collect();

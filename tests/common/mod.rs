@@ -46,6 +46,11 @@ impl Moat {
     /// `["--sh", SCRIPT]` runs SCRIPT with `sh -c` instead, for tests that must set up the
     /// process (e.g. `ulimit`) before it `exec`s moat.
     pub fn spawn(args: &[&str]) -> Self {
+        Self::spawn_with_env(args, &[])
+    }
+
+    /// Like [`Self::spawn`], with `env` added to moat's environment.
+    pub fn spawn_with_env(args: &[&str], env: &[(&str, &std::ffi::OsStr)]) -> Self {
         let mut command = match args {
             ["--sh", script] => {
                 let mut sh = Command::new("sh");
@@ -59,6 +64,7 @@ impl Moat {
             }
         };
         let mut child = command
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
