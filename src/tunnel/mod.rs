@@ -15,129 +15,29 @@ use std::fmt;
 use std::io;
 use std::time::{Duration, Instant};
 
-use mio::{Registry, Token};
+use mio::Registry;
 use rustls::server::UnbufferedServerConnection;
 
 use crate::address::Peer;
 use crate::buffer::BufferPool;
 
-use crate::endpoint::{
-    relay, Endpoint, EndpointError, Eof, LingerStep, Lingering, Readiness, RelayError, Session,
-    Socket,
-};
+use crate::endpoint::{Endpoint, EndpointError, LingerStep, Lingering, Readiness, Session, Socket};
 use crate::limits::HandshakeStage;
 use crate::route::{Route, Target};
 use crate::timer::TimerClass;
-use crate::tls::{identity, notes, Refusal};
+use crate::tls::{identity, notes};
 
 mod connect;
+mod reason;
+mod relay;
+
+use reason::tls_failure;
+pub use reason::{EndReason, Side};
+pub use relay::{Direction, Relay};
 
 /// Plaintext bytes one tunnel may move per [`Tunnel::drive`], so one bulk transfer cannot
 /// starve the other tunnels of a turn.
 pub const TURN_BUDGET: usize = 256 * 1024;
-
-/// Which end of a tunnel something happened on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Side {
-    /// The accepted connection.
-    Client,
-    /// The connection moat opened.
-    Target,
-}
-
-impl Side {
-    /// The poll token of this side's socket in tunnel `key`.
-    pub fn token(self, key: usize) -> Token {
-        Token(key * 2 + self as usize)
-    }
-
-    /// The tunnel key and side a token belongs to.
-    pub fn from_token(token: Token) -> (usize, Self) {
-        let side = if token.0.is_multiple_of(2) {
-            Self::Client
-        } else {
-            Self::Target
-        };
-        (token.0 / 2, side)
-    }
-}
-
-impl fmt::Display for Side {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Self::Client => "client",
-            Self::Target => "target",
-        })
-    }
-}
-
-/// How a tunnel ended; shown in its log line.
-#[derive(Debug)]
-pub enum EndReason {
-    /// Both directions finished.
-    Clean,
-    /// Both directions finished, but a TLS peer closed TCP without `close_notify`.
-    Truncated(Side),
-    /// A deadline passed.
-    Timeout(TimerClass),
-    /// moat was shutting down and the shutdown timeout passed.
-    Shutdown,
-    /// The handshake budget was full and this was the longest-running handshake.
-    Evicted,
-    /// The TLS session failed (bad or missing certificate, protocol error, alert).
-    Tls(Side, rustls::Error),
-    /// The peer's certificate chains, but the allow-list turns it away.
-    Refused(Side, Refusal),
-    /// TCP EOF in the middle of a TLS handshake.
-    HandshakeEof(Side),
-    /// The target could not be reached.
-    Connect(io::Error),
-    /// A socket failed (reset, broken pipe).
-    Io(Side, io::Error),
-}
-
-impl EndReason {
-    /// The side whose stream was cut off, if this end is an abort: that side reset, or its
-    /// TLS session failed. The other side must learn of it as an abort, not a clean end.
-    fn aborted_by(&self) -> Option<Side> {
-        match self {
-            Self::Io(side, _) | Self::Tls(side, _) | Self::Refused(side, _) => Some(*side),
-            _ => None,
-        }
-    }
-
-    /// The side that moat sent a fatal TLS alert, if any: it lingers so the alert arrives.
-    fn alerted(&self) -> Option<Side> {
-        match self {
-            Self::Tls(_, rustls::Error::AlertReceived(_)) => None,
-            Self::Tls(side, _) | Self::Refused(side, _) => Some(*side),
-            _ => None,
-        }
-    }
-}
-
-impl fmt::Display for EndReason {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Clean => f.write_str("clean"),
-            Self::Truncated(side) => {
-                write!(f, "truncated ({side} closed TLS without close_notify)")
-            }
-            Self::Timeout(class) => write!(f, "{} timeout", class.name()),
-            Self::Shutdown => f.write_str("shutdown"),
-            Self::Evicted => {
-                f.write_str("evicted: its handshake stalled while the handshake budget was full")
-            }
-            Self::Tls(side, e) => write!(f, "tls error with {side}: {e}"),
-            Self::Refused(side, refusal) => write!(f, "tls error with {side}: {refusal}"),
-            Self::HandshakeEof(side) => write!(f, "{side} closed during the TLS handshake"),
-            Self::Connect(e) => {
-                write!(f, "cannot connect to target: {}", crate::error::plain_io(e))
-            }
-            Self::Io(side, e) => write!(f, "{side} {}", crate::error::plain_io(e)),
-        }
-    }
-}
 
 /// What [`Tunnel::drive`] achieved.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -177,16 +77,6 @@ enum Upstream {
     Open(Endpoint),
 }
 
-/// One direction of the relay.
-#[derive(Debug, Default)]
-struct Direction {
-    bytes: u64,
-    /// The source has ended; the sink's write side is being shut.
-    ended: Option<Eof>,
-    /// The sink's write side is shut: nothing more will cross in this direction.
-    finished: Option<Eof>,
-}
-
 /// A tunnel between an accepted connection and its target.
 #[derive(Debug)]
 pub struct Tunnel {
@@ -201,8 +91,7 @@ pub struct Tunnel {
     started: Instant,
     down: Endpoint,
     up: Upstream,
-    to_target: Direction,
-    to_client: Direction,
+    relay: Relay,
     /// The server name the client asked for (server mode).
     sni: Option<Box<str>>,
     /// Connect attempts so far (failover stops once every target address was tried).
@@ -246,8 +135,7 @@ impl Tunnel {
             started: now,
             down,
             up,
-            to_target: Direction::default(),
-            to_client: Direction::default(),
+            relay: Relay::default(),
             sni: None,
             dials: 0,
             first_target: None,
@@ -315,11 +203,7 @@ impl Tunnel {
             Upstream::NotDialled => TimerClass::Handshake,
             Upstream::Connecting { .. } => TimerClass::Connect,
             Upstream::Open(up) if up.is_handshaking() => TimerClass::Handshake,
-            Upstream::Open(_)
-                if self.to_target.ended.is_some() || self.to_client.ended.is_some() =>
-            {
-                TimerClass::Close
-            }
+            Upstream::Open(_) if self.relay.is_half_closed() => TimerClass::Close,
             Upstream::Open(_) => TimerClass::Idle,
         }
     }
@@ -395,7 +279,7 @@ impl Tunnel {
 
     /// Whether both directions have finished: the tunnel can be closed without losing data.
     pub fn is_finished(&self) -> bool {
-        (self.to_target.finished.is_some() && self.to_client.finished.is_some()) || self.has_ended()
+        self.relay.is_finished() || self.has_ended()
     }
 
     /// Records that the tunnel moved bytes or advanced its handshake.
@@ -453,11 +337,7 @@ impl Tunnel {
 
     /// How a tunnel that finished both directions ended.
     pub fn clean_end(&self) -> EndReason {
-        match (self.to_target.finished, self.to_client.finished) {
-            (Some(Eof::Truncated), _) => EndReason::Truncated(Side::Client),
-            (_, Some(Eof::Truncated)) => EndReason::Truncated(Side::Target),
-            _ => EndReason::Clean,
-        }
+        self.relay.clean_end()
     }
 
     /// Gives back the buffers the tunnel holds; call before dropping it.
@@ -468,41 +348,13 @@ impl Tunnel {
         }
     }
 
-    /// Moves bytes both ways until nothing moves or the budget is spent. Each direction has
-    /// half the turn's budget, so a bulk upload cannot starve the replies coming back.
-    /// Returns (whether anything moved, whether a budget ran out with work perhaps left).
+    /// Moves bytes both ways until nothing moves or the budget is spent (see
+    /// [`Relay::run`]).
     fn relay(&mut self, pool: &mut BufferPool) -> Result<(bool, bool), EndReason> {
         let Upstream::Open(up) = &mut self.up else {
             return Ok((false, false));
         };
-        let down = &mut self.down;
-        let (mut to_target_budget, mut to_client_budget) = (TURN_BUDGET / 2, TURN_BUDGET / 2);
-        let mut progressed = false;
-        loop {
-            let mut moved = down.flush(pool).map_err(|e| failure(Side::Client, e))?;
-            moved |= up.flush(pool).map_err(|e| failure(Side::Target, e))?;
-            moved |= pump(
-                down,
-                up,
-                &mut self.to_target,
-                Side::Client,
-                pool,
-                &mut to_target_budget,
-            )?;
-            moved |= pump(
-                up,
-                down,
-                &mut self.to_client,
-                Side::Target,
-                pool,
-                &mut to_client_budget,
-            )?;
-            progressed |= moved;
-            if !moved {
-                let spent = to_target_budget == 0 || to_client_budget == 0;
-                return Ok((progressed, spent));
-            }
-        }
+        self.relay.run(&mut self.down, up, pool)
     }
 
     /// The client's handshake is done. A resumed session's certificate is checked again
@@ -567,8 +419,8 @@ impl Tunnel {
                 .map(|s| format!(" sni={s}"))
                 .unwrap_or_default(),
             tls,
-            self.to_target.bytes,
-            self.to_client.bytes,
+            self.relay.to_target.bytes,
+            self.relay.to_client.bytes,
             Seconds(now.saturating_duration_since(self.started)),
             reason
         );
@@ -582,68 +434,4 @@ impl fmt::Display for Seconds {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{:.3}s", self.0.as_secs_f64())
     }
-}
-
-/// A failed TLS step, told as a refusal when moat's verifier noted one.
-fn tls_failure(side: Side, err: EndpointError, refusal: Option<Refusal>) -> EndReason {
-    match (err, refusal) {
-        (EndpointError::Tls(_), Some(refusal)) => EndReason::Refused(side, refusal),
-        (err, _) => failure(side, err),
-    }
-}
-
-fn failure(side: Side, err: EndpointError) -> EndReason {
-    match err {
-        EndpointError::Io(e) => EndReason::Io(side, e),
-        EndpointError::Tls(e) => EndReason::Tls(side, e),
-        EndpointError::EofDuringHandshake => EndReason::HandshakeEof(side),
-    }
-}
-
-/// One direction's share of [`Tunnel::relay`]: from the `src_side` end to the other one.
-/// Returns whether anything moved; spends `budget`.
-fn pump(
-    src: &mut Endpoint,
-    dst: &mut Endpoint,
-    dir: &mut Direction,
-    src_side: Side,
-    pool: &mut BufferPool,
-    budget: &mut usize,
-) -> Result<bool, EndReason> {
-    if dir.finished.is_some() {
-        return Ok(false);
-    }
-    let dst_side = match src_side {
-        Side::Client => Side::Target,
-        Side::Target => Side::Client,
-    };
-    let mut moved = false;
-    if dir.ended.is_none() && *budget > 0 {
-        let r = relay(src, dst, pool, *budget).map_err(|e| match e {
-            RelayError::Source(e) => failure(src_side, e),
-            RelayError::Sink(e) => failure(dst_side, e),
-        })?;
-        dir.bytes += r.bytes as u64;
-        *budget = if r.budget_spent {
-            0
-        } else {
-            budget.saturating_sub(r.bytes)
-        };
-        moved = r.bytes > 0;
-        if let Some(eof) = r.ended {
-            dir.ended = Some(eof);
-            moved = true;
-            if eof == Eof::Truncated {
-                log::debug!("{src_side} closed TLS without close_notify");
-            }
-        }
-    }
-    if let Some(eof) = dir.ended {
-        // Everything read has been handed to the sink; pass the end on after it.
-        if dst.shut_write(pool).map_err(|e| failure(dst_side, e))? {
-            dir.finished = Some(eof);
-            moved = true;
-        }
-    }
-    Ok(moved)
 }
