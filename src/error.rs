@@ -4,7 +4,7 @@
 //! line and pick the exit code. Problems of a single tunnel at run time are not errors of
 //! this kind: they end that tunnel with a log line (see [`crate::tunnel::EndReason`]).
 
-use std::fmt;
+use std::fmt::{self, Write as _};
 use std::io;
 use std::path::PathBuf;
 
@@ -91,6 +91,9 @@ impl StartError {
 
 impl fmt::Display for StartError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Values and paths come from the command line: a line break or a terminal escape
+        // in one is shown escaped, so the error stays one line.
+        let f = &mut OneLine(f);
         match self {
             Self::Usage(msg) => write!(f, "{msg} (see moat --help)"),
             Self::InvalidValue {
@@ -132,6 +135,23 @@ impl fmt::Display for StartError {
     }
 }
 
+/// Writes through to a formatter with control characters (and Unicode line separators)
+/// escaped as `\n`, `\u{1b}`, ...
+struct OneLine<'a, 'b>(&'a mut fmt::Formatter<'b>);
+
+impl fmt::Write for OneLine<'_, '_> {
+    fn write_str(&mut self, text: &str) -> fmt::Result {
+        for c in text.chars() {
+            if c.is_control() || matches!(c, '\u{2028}' | '\u{2029}') {
+                write!(self.0, "{}", c.escape_default())?;
+            } else {
+                self.0.write_char(c)?;
+            }
+        }
+        Ok(())
+    }
+}
+
 impl std::error::Error for StartError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
@@ -151,5 +171,35 @@ pub fn plain_io(err: &io::Error) -> String {
     match text.rfind(" (os error ") {
         Some(cut) => text[..cut].to_owned(),
         None => text,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_error_stays_one_line_whatever_the_value_holds() {
+        // Found by the fuzzer (fuzz/regressions/cli/line-break-in-an-argument): `moat $'\n'`
+        // printed a two-line error.
+        let usage = StartError::Usage("unknown mode '\n'".into());
+        assert_eq!(usage.to_string(), "unknown mode '\\n' (see moat --help)");
+        let invalid = StartError::invalid("--listen", "1.2.3.4\r\n:5\u{1b}[2J", "no");
+        assert_eq!(
+            invalid.to_string(),
+            "invalid --listen '1.2.3.4\\r\\n:5\\u{1b}[2J': no"
+        );
+        let file = StartError::BadFile {
+            flag: "--cert",
+            path: "a\u{2028}b\u{85}.pem".into(),
+            reason: "empty".into(),
+        };
+        assert_eq!(file.to_string(), "--cert a\\u{2028}b\\u{85}.pem: empty");
+        // Text without control characters is shown as it is.
+        let plain = StartError::invalid("--idle-timeout", "5 minutes", "unknown unit");
+        assert_eq!(
+            plain.to_string(),
+            "invalid --idle-timeout '5 minutes': unknown unit"
+        );
     }
 }
