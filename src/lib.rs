@@ -30,6 +30,8 @@ pub mod demo;
 pub mod endpoint;
 pub mod error;
 pub mod event_loop;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod key_list;
 pub mod limits;
 pub mod listener;

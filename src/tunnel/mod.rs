@@ -31,7 +31,7 @@ mod connect;
 mod reason;
 mod relay;
 
-use reason::tls_failure;
+pub(crate) use reason::tls_failure;
 pub use reason::{EndReason, Side};
 pub use relay::{Direction, Relay};
 

@@ -72,7 +72,7 @@ pub enum EndReason {
 impl EndReason {
     /// The side whose stream was cut off, if this end is an abort: that side reset, or its
     /// TLS session failed. The other side must learn of it as an abort, not a clean end.
-    pub(super) fn aborted_by(&self) -> Option<Side> {
+    pub(crate) fn aborted_by(&self) -> Option<Side> {
         match self {
             Self::Io(side, _) | Self::Tls(side, _) | Self::Refused(side, _) => Some(*side),
             _ => None,
@@ -80,7 +80,7 @@ impl EndReason {
     }
 
     /// The side that moat sent a fatal TLS alert, if any: it lingers so the alert arrives.
-    pub(super) fn alerted(&self) -> Option<Side> {
+    pub(crate) fn alerted(&self) -> Option<Side> {
         match self {
             Self::Tls(_, rustls::Error::AlertReceived(_)) => None,
             Self::Tls(side, _) | Self::Refused(side, _) => Some(*side),
@@ -113,7 +113,7 @@ impl fmt::Display for EndReason {
 }
 
 /// A failed TLS step, told as a refusal when moat's verifier noted one.
-pub(super) fn tls_failure(side: Side, err: EndpointError, refusal: Option<Refusal>) -> EndReason {
+pub(crate) fn tls_failure(side: Side, err: EndpointError, refusal: Option<Refusal>) -> EndReason {
     match (err, refusal) {
         (EndpointError::Tls(_), Some(refusal)) => EndReason::Refused(side, refusal),
         (err, _) => failure(side, err),
