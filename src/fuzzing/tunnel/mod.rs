@@ -30,8 +30,6 @@ mod fixture;
 mod peers;
 mod pipe;
 
-use std::sync::Arc;
-
 use rustls::client::UnbufferedClientConnection;
 use rustls::pki_types::ServerName;
 use rustls::server::UnbufferedServerConnection;
@@ -223,9 +221,8 @@ impl World {
                 let config = fixture.moat_client[usize::from(refusing)].clone();
                 let session =
                     UnbufferedClientConnection::new(config, localhost()).map(Session::Client);
-                let peer =
-                    ServerConnection::new(Arc::clone(&fixture.peer_server[versions.index()]))
-                        .map(Connection::Server);
+                let peer = ServerConnection::new(fixture.peer_server[versions.index()].clone())
+                    .map(Connection::Server);
                 // Client mode connects to the target as soon as the client is accepted.
                 let (moat_plain, peer_plain) = pipe::pair(plain_capacity);
                 plain.connect(peer_plain);
@@ -280,6 +277,14 @@ impl World {
             Op::TlsShutWrite => self.tls.shut_write(),
             Op::TlsReset => self.tls.close(true),
             Op::TlsClose => self.tls.close(false),
+            // rustls 0.23 asserts, in builds with debug assertions (fuzz builds), that a
+            // connection sends at most one closing alert; a malformed record reaching moat's
+            // TLS end after moat sent close_notify (passing on the plain peer's FIN) is
+            // answered with a fatal alert and trips it (rustls issue 959; found here, see
+            // fuzz/regressions/tunnel/). moat's release build has no debug assertions: the
+            // tunnel just ends with the TLS error. So raw bytes and that half-close never meet.
+            Op::PlainShutWrite | Op::PlainClose if self.tls.injected => {}
+            Op::Inject(_) if self.plain.end.is_some() => {}
             Op::PlainShutWrite => self.plain.shut_write(),
             Op::PlainReset => self.plain.close(true),
             Op::PlainClose => self.plain.close(false),
