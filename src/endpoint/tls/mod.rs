@@ -239,11 +239,13 @@ impl<S: Stream> TlsEnd<S> {
             }
             if self.tcp_eof {
                 // Records may still wait for room in `outgoing`; only then is it the end.
-                return Ok(if self.settled {
-                    Chunk::Eof(Eof::Truncated)
-                } else {
-                    Chunk::Pending
-                });
+                if !self.settled {
+                    return Ok(Chunk::Pending);
+                }
+                // A record the peer cut short will never be whole: like one whose sender
+                // went quiet, it must not pin a buffer for the rest of the tunnel's life.
+                self.incoming.park(PARK_MAX, pool);
+                return Ok(Chunk::Eof(Eof::Truncated));
             }
             if !self.socket.is_readable() {
                 self.incoming.park(PARK_MAX, pool);

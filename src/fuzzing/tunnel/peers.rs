@@ -50,10 +50,55 @@ pub(crate) enum StreamEnd {
     Aborted,
 }
 
-/// A stream that gives or takes at most `left` more bytes, then reports `WouldBlock`.
+/// Where a stream of TLS records stands: how much of the current record has gone out.
+#[derive(Debug, Default)]
+struct RecordCursor {
+    header: [u8; 5],
+    /// Header bytes seen of the current record (0: between records).
+    seen: usize,
+    /// Body bytes of the current record still to come.
+    left: usize,
+    /// Body bytes of the current record already gone.
+    done: usize,
+}
+
+impl RecordCursor {
+    fn feed(&mut self, mut bytes: &[u8]) {
+        while let Some((&b, rest)) = bytes.split_first() {
+            if self.seen < 5 {
+                self.header[self.seen] = b;
+                self.seen += 1;
+                bytes = rest;
+                if self.seen == 5 {
+                    self.left = usize::from(u16::from_be_bytes([self.header[3], self.header[4]]));
+                    self.done = 0;
+                }
+            } else {
+                let k = self.left.min(bytes.len());
+                (self.left, self.done, bytes) = (self.left - k, self.done + k, &bytes[k..]);
+            }
+            if self.seen == 5 && self.left == 0 {
+                self.seen = 0;
+            }
+        }
+    }
+
+    /// Bytes of a record started and not finished.
+    fn started(&self) -> usize {
+        if self.seen == 0 {
+            0
+        } else {
+            self.seen + self.done
+        }
+    }
+}
+
+/// A stream that gives or takes at most `left` more bytes, then reports `WouldBlock`;
+/// what it writes is followed by `cursor`.
 struct Limited<'a> {
     stream: &'a mut MemStream,
     left: usize,
+    cursor: Option<&'a mut RecordCursor>,
 }
 
 impl Read for Limited<'_> {
@@ -76,6 +121,9 @@ impl Write for Limited<'_> {
         let give = buf.len().min(self.left);
         let n = self.stream.write(buf.get(..give).unwrap_or_default())?;
         self.left -= n;
+        if let Some(cursor) = self.cursor.as_deref_mut() {
+            cursor.feed(buf.get(..n).unwrap_or_default());
+        }
         Ok(n)
     }
 
@@ -128,6 +176,10 @@ pub(crate) struct TlsPeer {
     pub(crate) failed: bool,
     /// Raw bytes were put on the wire behind rustls' back.
     pub(crate) injected: bool,
+    /// How far its records on the wire stand.
+    cursor: RecordCursor,
+    /// Bytes of a record its FIN or close cut short.
+    pub(crate) cut_record: usize,
 }
 
 impl TlsPeer {
@@ -144,6 +196,8 @@ impl TlsPeer {
             deaf: false,
             failed: false,
             injected: false,
+            cursor: RecordCursor::default(),
+            cut_record: 0,
         }
     }
 
@@ -177,6 +231,7 @@ impl TlsPeer {
         let mut wire = Limited {
             stream,
             left: budget(limit),
+            cursor: Some(&mut self.cursor),
         };
         let mut wrote = false;
         while self.conn.wants_write() {
@@ -197,7 +252,11 @@ impl TlsPeer {
             let Some(stream) = self.stream.as_mut() else {
                 break;
             };
-            let mut wire = Limited { stream, left };
+            let mut wire = Limited {
+                stream,
+                left,
+                cursor: None,
+            };
             let read = self.conn.read_tls(&mut wire);
             left = wire.left;
             match read {
@@ -284,6 +343,9 @@ impl TlsPeer {
     /// Records how its stream ended, once. A `close_notify` that rustls still holds when
     /// the connection goes does not count: the end is `now` instead.
     fn ended(&mut self, now: StreamEnd) {
+        if self.end != Some(StreamEnd::Truncated) && self.end != Some(StreamEnd::Aborted) {
+            self.cut_record = self.cursor.started();
+        }
         let held = self.conn.wants_write();
         self.end = Some(match self.end {
             Some(StreamEnd::Clean) if !held => StreamEnd::Clean,
