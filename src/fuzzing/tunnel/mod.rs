@@ -44,7 +44,7 @@ use crate::tunnel::{tls_failure, EndReason, Relay, Side};
 
 use fixture::{fixture, Versions};
 use peers::{PlainPeer, StreamEnd, TlsPeer};
-use pipe::MemStream;
+use pipe::{MemStream, Probe};
 
 /// Most operations run from one input.
 const MAX_OPS: usize = 2000;
@@ -183,6 +183,8 @@ struct World {
     reason: Option<EndReason>,
     /// The harness let a deadline pass: moat closed with FINs, on nobody's request.
     timed_out: bool,
+    /// Watches on the connections (the plain one once it exists), to see any progress.
+    probes: Vec<Probe>,
 }
 
 impl World {
@@ -202,7 +204,8 @@ impl World {
         let refusing = setup >> 3 & 7 == 7;
         let (tls_capacity, plain_capacity) = (capacity(input.byte()), capacity(input.byte()));
         let fixture = fixture();
-        let (moat_half, peer_half) = pipe::pair(tls_capacity);
+        let (moat_half, peer_half, tls_probe) = pipe::pair(tls_capacity);
+        let mut probes = vec![tls_probe];
         let seeds = (0xA5, 0x5A);
         let mut plain = PlainPeer::new((seeds.1, seeds.0));
         let localhost = || ServerName::try_from("localhost").unwrap_or_else(|_| unreachable!());
@@ -224,8 +227,9 @@ impl World {
                 let peer = ServerConnection::new(fixture.peer_server[versions.index()].clone())
                     .map(Connection::Server);
                 // Client mode connects to the target as soon as the client is accepted.
-                let (moat_plain, peer_plain) = pipe::pair(plain_capacity);
+                let (moat_plain, peer_plain, probe) = pipe::pair(plain_capacity);
                 plain.connect(peer_plain);
+                probes.push(probe);
                 (
                     session,
                     peer,
@@ -250,6 +254,7 @@ impl World {
             plain,
             reason: None,
             timed_out: false,
+            probes,
         }
     }
 
@@ -387,8 +392,9 @@ impl World {
             Some(end) => end,
             None => {
                 // Server mode dials the backend only once the client is authenticated.
-                let (moat_half, peer_half) = pipe::pair(self.plain_capacity);
+                let (moat_half, peer_half, probe) = pipe::pair(self.plain_capacity);
                 self.plain.connect(peer_half);
+                self.probes.push(probe);
                 moved = true;
                 plain_end.insert(Endpoint::plain(Socket::new(moat_half)))
             }
@@ -447,7 +453,11 @@ impl World {
             moved |= self.plain.flush(0);
             moved |= self.plain.receive(0, self.tls.sent);
             moved |= self.poll();
+            // Bytes moat took in count as progress even when no plaintext came of them yet:
+            // they make room for the peer.
+            let before: u64 = self.probes.iter().map(Probe::activity).sum();
             moved |= self.drive();
+            moved |= self.probes.iter().map(Probe::activity).sum::<u64>() != before;
             self.check();
             if !moved {
                 return;

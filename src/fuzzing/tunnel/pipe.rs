@@ -37,6 +37,19 @@ struct Shared {
     lanes: [Lane; 2],
     /// Events not yet handed to each end's poll.
     events: [Readiness; 2],
+    /// Bytes moved and ends closed so far, by either end.
+    activity: u64,
+}
+
+/// Watches a pair without being one of its ends: how much has happened on it.
+#[derive(Debug, Clone)]
+pub(crate) struct Probe(Rc<RefCell<Shared>>);
+
+impl Probe {
+    /// Bytes moved and ends closed so far; it grows whenever anything happens.
+    pub(crate) fn activity(&self) -> u64 {
+        self.0.borrow().activity
+    }
 }
 
 /// One end of an in-memory connection.
@@ -47,8 +60,9 @@ pub(crate) struct MemStream {
     abortive: Cell<bool>,
 }
 
-/// A connected pair, each direction holding at most `capacity` bytes (at least one).
-pub(crate) fn pair(capacity: usize) -> (MemStream, MemStream) {
+/// A connected pair, each direction holding at most `capacity` bytes (at least one), and
+/// a probe to watch it.
+pub(crate) fn pair(capacity: usize) -> (MemStream, MemStream, Probe) {
     let lane = || Lane {
         capacity: capacity.max(1),
         ..Lane::default()
@@ -61,13 +75,14 @@ pub(crate) fn pair(capacity: usize) -> (MemStream, MemStream) {
     let shared = Rc::new(RefCell::new(Shared {
         lanes: [lane(), lane()],
         events: [writable, writable],
+        activity: 0,
     }));
     let end = |me| MemStream {
         shared: shared.clone(),
         me,
         abortive: Cell::new(false),
     };
-    (end(0), end(1))
+    (end(0), end(1), Probe(shared.clone()))
 }
 
 impl MemStream {
@@ -122,6 +137,7 @@ impl Read for MemStream {
         }
         // Room freed: the writer's poll reports it.
         shared.events[peer].writable = true;
+        shared.activity += n as u64;
         Ok(n)
     }
 }
@@ -147,6 +163,7 @@ impl Write for MemStream {
         let n = room.min(buf.len());
         lane.bytes.extend(buf.iter().take(n));
         shared.events[peer].readable = true;
+        shared.activity += n as u64;
         Ok(n)
     }
 
@@ -161,6 +178,7 @@ impl Stream for MemStream {
         let (me, peer) = (self.me, self.peer());
         if !shared.lanes[me].shut {
             shared.lanes[me].shut = true;
+            shared.activity += 1;
             let events = &mut shared.events[peer];
             events.readable = true;
             events.read_closed = true;
@@ -188,6 +206,7 @@ impl Drop for MemStream {
         let mut shared = self.shared.borrow_mut();
         let (me, peer) = (self.me, self.peer());
         shared.lanes[peer].reader_gone = true;
+        shared.activity += 1;
         let lane = &mut shared.lanes[me];
         lane.shut = true;
         if reset {
@@ -209,7 +228,7 @@ mod tests {
 
     #[test]
     fn bytes_flow_up_to_capacity_then_block() {
-        let (mut a, mut b) = pair(4);
+        let (mut a, mut b, _) = pair(4);
         assert_eq!(a.write(b"hello").unwrap(), 4);
         assert_eq!(a.write(b"o").unwrap_err().kind(), io::ErrorKind::WouldBlock);
         assert!(b.take_events().readable);
@@ -225,7 +244,7 @@ mod tests {
 
     #[test]
     fn shutdown_is_eof_after_the_data_and_a_reset_fails_both_ways() {
-        let (mut a, mut b) = pair(16);
+        let (mut a, mut b, _) = pair(16);
         a.write_all(b"end").unwrap();
         a.shutdown_write().unwrap();
         assert!(b.take_events().read_closed);
@@ -248,7 +267,7 @@ mod tests {
 
     #[test]
     fn closing_with_unread_bytes_resets() {
-        let (mut a, b) = pair(16);
+        let (mut a, b, _) = pair(16);
         a.write_all(b"unread").unwrap();
         drop(b);
         let mut buf = [0; 8];
@@ -260,7 +279,7 @@ mod tests {
             a.read(&mut buf).unwrap_err().kind(),
             io::ErrorKind::ConnectionReset
         );
-        let (mut c, d) = pair(16);
+        let (mut c, d, _) = pair(16);
         drop(d);
         assert_eq!(c.read(&mut buf).unwrap(), 0, "a plain close is a FIN");
         assert_eq!(c.write(b"x").unwrap_err().kind(), io::ErrorKind::BrokenPipe);
