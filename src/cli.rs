@@ -1,14 +1,12 @@
 //! The command line: `getopts` definitions, `--help`, and parsing into a [`Config`].
-
-use std::net::SocketAddr;
-use std::path::PathBuf;
+//!
+//! The flags are one settings [`Source`] among two: the builders in
+//! [`crate::config::settings`] read them exactly as they read a config file's table.
 
 use getopts::{Matches, Options};
 
-use crate::config::{
-    parse_duration, parse_list, parse_socket_addr, split_host_port, ClientAuth, ClientMode, Config,
-    DemoMode, Identity, Limits, Mode, PolicyConfig, ServerMode, Timeouts, TlsParams, TlsVersion,
-};
+use crate::config::settings::{self, Source, SERVICE_KEYS};
+use crate::config::{file, Config};
 use crate::error::StartError;
 
 /// What the command line asks for.
@@ -16,6 +14,8 @@ use crate::error::StartError;
 pub enum Command {
     /// Run moat with this configuration.
     Run(Box<Config>),
+    /// Check this configuration and exit (`moat check`, `--check`).
+    Check(Box<Config>),
     /// Print this help text and exit 0.
     Help(String),
     /// Print the version and exit 0.
@@ -28,9 +28,11 @@ moat: a TLS tunnel with mutual authentication.
 Usage:
   moat server --listen ADDR --target ADDR... (--cert FILE --key FILE)...
               (--client-ca FILE [--allow-* RULE...] [--crl FILE...] | --no-client-auth)
-  moat client --listen ADDR --target HOST:PORT... [--ca FILE] [--server-name NAME]
+  moat client --listen ADDR --target ADDR... [--ca FILE] [--server-name NAME]
               [--cert FILE --key FILE] [--allow-* RULE...] [--crl FILE...]
-  moat demo [--listen ADDR]
+  moat demo [--listen IP:PORT]
+  moat --config FILE        run the services a TOML file describes
+  moat check --config FILE  check a config file (and every file it names) without listening
 
   server  accepts TLS on --listen and forwards plaintext to --target.
   client  accepts plaintext on --listen and forwards TLS to --target.
@@ -50,7 +52,176 @@ Several --cert/--key pairs: the certificate is chosen by the name the client ask
 exact SAN first, then a wildcard SAN; the first pair is the default, also for clients that
 send no name.
 
-ADDR is IP:PORT (127.0.0.1:7000, [::1]:7000). DUR is a number with a unit: 250ms, 10s, 5m, 1h.";
+SIGHUP (or --reload-interval) re-reads the config file, certificates, keys, CAs, CRLs and
+allow-lists for new handshakes; open tunnels are untouched. A reload that fails keeps all
+of the old configuration.
+
+ADDR is IP:PORT (127.0.0.1:7000), [IPv6]:PORT, HOST:PORT (resolved at start-up and
+reload), :PORT (every interface) or unix:/path. DUR is a number with a unit: 250ms, 10s,
+5m, 1h.";
+
+/// Parses the arguments after the program name.
+///
+/// `descriptor_limit` is the process's open-file limit, from which the default `--max-conns`
+/// is derived.
+pub fn parse(args: &[String], descriptor_limit: u64) -> Result<Command, StartError> {
+    let opts = options();
+    let matches = opts
+        .parse(args)
+        .map_err(|e| StartError::Usage(describe(&e)))?;
+    if matches.opt_present("help") {
+        return Ok(Command::Help(opts.usage(USAGE)));
+    }
+    if matches.opt_present("version") {
+        return Ok(Command::Version);
+    }
+    let flags = Flags(&matches);
+    let (mode_name, check) = match matches.free.as_slice() {
+        [] => (None, false),
+        [one] if one == "check" => (None, true),
+        [one] => (Some(one.as_str()), false),
+        [_, extra, ..] => return Err(StartError::Usage(format!("unexpected argument '{extra}'"))),
+    };
+    let check = check || matches.opt_present("check");
+    let config = match (mode_name, matches.opt_str("config")) {
+        (None, Some(file)) => from_file(&flags, &file, descriptor_limit)?,
+        (Some(_), Some(_)) => {
+            return Err(StartError::Usage(
+                "--config describes the services: give it without a mode".into(),
+            ))
+        }
+        (None, None) if check => {
+            return Err(StartError::Usage(
+                "check needs --config FILE (or --check after a mode's flags)".into(),
+            ))
+        }
+        (None, None) => {
+            return Err(StartError::Usage(
+                "missing mode: say 'moat server', 'moat client', 'moat demo' or \
+                 'moat --config FILE'"
+                    .into(),
+            ))
+        }
+        (Some(mode), None) => from_flags(&flags, mode, descriptor_limit)?,
+    };
+    Ok(if check {
+        Command::Check(Box::new(config))
+    } else {
+        Command::Run(Box::new(config))
+    })
+}
+
+/// One service (or the demo) from the flags.
+fn from_flags(flags: &Flags<'_>, mode: &str, descriptor_limit: u64) -> Result<Config, StartError> {
+    let global = settings::global(flags, descriptor_limit)?;
+    let (services, demo) = match mode {
+        "server" | "client" => (vec![settings::service(flags, mode, mode)?], None),
+        "demo" => (Vec::new(), Some(settings::demo(flags)?)),
+        other => {
+            return Err(StartError::Usage(format!(
+                "unknown mode '{other}': say 'moat server', 'moat client' or 'moat demo'"
+            )))
+        }
+    };
+    Ok(Config {
+        global,
+        services,
+        demo,
+        file: None,
+    })
+}
+
+/// The services of a config file; settings of the process given as flags override the
+/// file's.
+fn from_file(flags: &Flags<'_>, file: &str, descriptor_limit: u64) -> Result<Config, StartError> {
+    if let Some(key) = SERVICE_KEYS.iter().find(|k| flags.has(k)) {
+        return Err(StartError::Usage(format!(
+            "--{key} belongs to a service: with --config, write it in the file's \
+             [[server]] or [[client]] table"
+        )));
+    }
+    let path = std::path::Path::new(file);
+    let document = file::Document::load(path)?;
+    let top = document.top();
+    let global = settings::global(&Layered(flags, &top), descriptor_limit)?;
+    Ok(Config {
+        global,
+        services: document.services()?,
+        demo: None,
+        file: Some(path.to_owned()),
+    })
+}
+
+/// The command line as a settings source.
+struct Flags<'a>(&'a Matches);
+
+impl Source for Flags<'_> {
+    fn one(&self, key: &'static str) -> Result<Option<String>, StartError> {
+        Ok(self.0.opt_str(key))
+    }
+
+    fn all(&self, key: &'static str) -> Result<Vec<String>, StartError> {
+        Ok(self.0.opt_strs(key))
+    }
+
+    fn switch(&self, key: &'static str) -> Result<bool, StartError> {
+        Ok(self.0.opt_present(key))
+    }
+
+    fn has(&self, key: &'static str) -> bool {
+        self.0.opt_present(key)
+    }
+}
+
+/// Flags over a config file's settings of the process: a flag given wins.
+struct Layered<'a>(&'a Flags<'a>, &'a dyn Source);
+
+impl Source for Layered<'_> {
+    fn one(&self, key: &'static str) -> Result<Option<String>, StartError> {
+        self.pick(key).one(key)
+    }
+
+    fn all(&self, key: &'static str) -> Result<Vec<String>, StartError> {
+        self.pick(key).all(key)
+    }
+
+    fn switch(&self, key: &'static str) -> Result<bool, StartError> {
+        self.pick(key).switch(key)
+    }
+
+    fn has(&self, key: &'static str) -> bool {
+        self.0.has(key) || self.1.has(key)
+    }
+}
+
+impl Layered<'_> {
+    fn pick(&self, key: &'static str) -> &dyn Source {
+        if self.0.has(key) {
+            self.0
+        } else {
+            self.1
+        }
+    }
+}
+
+/// getopts' complaints in moat's own words, with the flag spelled as the user typed it.
+fn describe(fail: &getopts::Fail) -> String {
+    use getopts::Fail;
+    let flag = |name: &str| {
+        if name.chars().count() == 1 {
+            format!("-{name}")
+        } else {
+            format!("--{name}")
+        }
+    };
+    match fail {
+        Fail::UnrecognizedOption(name) => format!("unknown flag {}", flag(name)),
+        Fail::ArgumentMissing(name) => format!("{} needs a value", flag(name)),
+        Fail::OptionDuplicated(name) => format!("{} given more than once", flag(name)),
+        Fail::UnexpectedArgument(name) => format!("{} takes no value", flag(name)),
+        Fail::OptionMissing(name) => format!("{} is required", flag(name)),
+    }
+}
 
 fn options() -> Options {
     let mut o = Options::new();
@@ -232,363 +403,109 @@ fn options() -> Options {
         "no-sandbox",
         "do not restrict moat once it serves (Landlock: files and ports; seccomp: system calls)",
     );
+    o.optopt(
+        "",
+        "name",
+        "the service's name in logs and metrics (default: server or client)",
+        "NAME",
+    );
+    o.optopt(
+        "",
+        "unix-mode",
+        "file mode of a unix socket listener, in octal (e.g. 0660)",
+        "MODE",
+    );
+    o.optopt(
+        "",
+        "proxy-protocol",
+        "server mode: send the client's address to the backend in a PROXY header, v1 or v2",
+        "VERSION",
+    );
+    o.optflag(
+        "",
+        "accept-proxy",
+        "read a PROXY protocol header (v1 or v2) from each connection first (behind a load \
+         balancer)",
+    );
+    o.optopt(
+        "",
+        "proxy-timeout",
+        "limit on receiving the PROXY header (default 3s)",
+        "DUR",
+    );
+    o.optopt("", "log-format", "text or json (default text)", "FORMAT");
+    o.optopt(
+        "",
+        "workers",
+        "poll loops (threads) serving tunnels: a number, or auto for one per core (default 1)",
+        "N",
+    );
+    o.optopt(
+        "",
+        "status",
+        "serve /metrics (Prometheus) and /healthz on ADDR (IP:PORT or unix:/path)",
+        "ADDR",
+    );
+    o.optopt(
+        "",
+        "reload-interval",
+        "also reload when a file moat reads changes, checking this often (default: only on \
+         SIGHUP)",
+        "DUR",
+    );
+    o.optflag(
+        "",
+        "trace",
+        "log every readiness event, socket call, TLS step, buffer and timer of every tunnel",
+    );
+    o.optmulti(
+        "",
+        "trace-peer",
+        "like --trace, for tunnels from this IP address only (repeatable)",
+        "IP",
+    );
+    o.optopt(
+        "",
+        "config",
+        "read the services and settings from this TOML file (see README)",
+        "FILE",
+    );
+    o.optflag(
+        "",
+        "check",
+        "check the configuration (files, names, certificates) and exit without listening",
+    );
     o.optflag("h", "help", "print this help");
     o.optflag("V", "version", "print the version");
     o
 }
 
-/// Parses the arguments after the program name.
-///
-/// `descriptor_limit` is the process's open-file limit, from which the default `--max-conns`
-/// is derived.
-pub fn parse(args: &[String], descriptor_limit: u64) -> Result<Command, StartError> {
-    let opts = options();
-    let matches = opts
-        .parse(args)
-        .map_err(|e| StartError::Usage(describe(&e)))?;
-    if matches.opt_present("help") {
-        return Ok(Command::Help(opts.usage(USAGE)));
-    }
-    if matches.opt_present("version") {
-        return Ok(Command::Version);
-    }
-    let mode_name = match matches.free.as_slice() {
-        [] => {
-            return Err(StartError::Usage(
-                "missing mode: say 'moat server', 'moat client' or 'moat demo'".into(),
-            ))
-        }
-        [one] => one.as_str(),
-        [_, extra, ..] => return Err(StartError::Usage(format!("unexpected argument '{extra}'"))),
-    };
-    let mode = match mode_name {
-        "server" => Mode::Server(server_mode(&matches)?),
-        "client" => Mode::Client(client_mode(&matches)?),
-        "demo" => Mode::Demo(demo_mode(&matches)?),
-        other => {
-            return Err(StartError::Usage(format!(
-                "unknown mode '{other}': say 'moat server', 'moat client' or 'moat demo'"
-            )))
-        }
-    };
-    Ok(Command::Run(Box::new(Config {
-        mode,
-        timeouts: timeouts(&matches)?,
-        limits: limits(&matches, descriptor_limit)?,
-        log_level: log_level(&matches)?,
-        sandbox: !matches.opt_present("no-sandbox"),
-    })))
-}
-
-/// getopts' complaints in moat's own words, with the flag spelled as the user typed it.
-fn describe(fail: &getopts::Fail) -> String {
-    use getopts::Fail;
-    let flag = |name: &str| {
-        if name.chars().count() == 1 {
-            format!("-{name}")
-        } else {
-            format!("--{name}")
-        }
-    };
-    match fail {
-        Fail::UnrecognizedOption(name) => format!("unknown flag {}", flag(name)),
-        Fail::ArgumentMissing(name) => format!("{} needs a value", flag(name)),
-        Fail::OptionDuplicated(name) => format!("{} given more than once", flag(name)),
-        Fail::UnexpectedArgument(name) => format!("{} takes no value", flag(name)),
-        Fail::OptionMissing(name) => format!("{} is required", flag(name)),
-    }
-}
-
-fn server_mode(m: &Matches) -> Result<ServerMode, StartError> {
-    reject(m, "server", &["ca", "server-name"])?;
-    let client_auth = match (m.opt_str("client-ca"), m.opt_present("no-client-auth")) {
-        (Some(ca), false) => ClientAuth::Required { ca: ca.into() },
-        (None, true) => ClientAuth::Disabled,
-        (Some(_), true) => {
-            return Err(StartError::Usage(
-                "--client-ca and --no-client-auth contradict each other: give one".into(),
-            ))
-        }
-        (None, false) => {
-            return Err(StartError::Usage(
-                "server mode needs --client-ca FILE to require client certificates signed by \
-                 that CA (mutual TLS), or --no-client-auth to accept any client"
-                    .into(),
-            ))
-        }
-    };
-    let policy = policy(m);
-    if matches!(client_auth, ClientAuth::Disabled) {
-        let checks_certificates = [
-            "allow-cn",
-            "allow-ou",
-            "allow-dns",
-            "allow-uri",
-            "allow-spki",
-            "crl",
-        ];
-        if let Some(name) = checks_certificates.iter().find(|n| m.opt_present(n)) {
-            return Err(StartError::Usage(format!(
-                "--{name} checks client certificates, but --no-client-auth asks for none"
-            )));
-        }
-    }
-    let identities = identities(m)?;
-    if identities.is_empty() {
-        return Err(StartError::Usage(
-            "server mode needs --cert and --key".into(),
-        ));
-    }
-    let server = ServerMode {
-        listen: addr(m, "--listen", "server")?,
-        targets: targets(m, "server")?
-            .iter()
-            .map(|t| parse_socket_addr("--target", t))
-            .collect::<Result<_, _>>()?,
-        identities,
-        client_auth,
-        policy,
-        crls: paths(m, "crl"),
-        alpn: alpn(m)?,
-        tls: tls_params(m)?,
-        unsafe_target: m.opt_present("unsafe-target"),
-    };
-    server.check_targets()?;
-    Ok(server)
-}
-
-fn client_mode(m: &Matches) -> Result<ClientMode, StartError> {
-    reject(
-        m,
-        "client",
-        &["client-ca", "no-client-auth", "unsafe-target"],
-    )?;
-    let targets = targets(m, "client")?;
-    for target in &targets {
-        split_host_port("--target", target)?;
-    }
-    let mut identities = identities(m)?;
-    if identities.len() > 1 {
-        return Err(StartError::Usage(
-            "client mode presents one certificate: give --cert and --key once".into(),
-        ));
-    }
-    Ok(ClientMode {
-        listen: addr(m, "--listen", "client")?,
-        targets,
-        ca: m.opt_str("ca").map(PathBuf::from),
-        server_name: m.opt_str("server-name"),
-        identity: identities.pop(),
-        policy: policy(m),
-        crls: paths(m, "crl"),
-        alpn: alpn(m)?,
-        tls: tls_params(m)?,
-    })
-}
-
-/// The `--cert`/`--key` pairs, the i-th key with the i-th certificate.
-fn identities(m: &Matches) -> Result<Vec<Identity>, StartError> {
-    let (certs, keys) = (m.opt_strs("cert"), m.opt_strs("key"));
-    if certs.len() != keys.len() {
-        return Err(StartError::Usage(format!(
-            "--cert and --key go in pairs, the i-th --key with the i-th --cert: got {} --cert \
-             and {} --key",
-            certs.len(),
-            keys.len()
-        )));
-    }
-    Ok(certs
-        .into_iter()
-        .zip(keys)
-        .map(|(cert, key)| Identity {
-            cert: cert.into(),
-            key: key.into(),
-        })
-        .collect())
-}
-
-fn policy(m: &Matches) -> PolicyConfig {
-    PolicyConfig {
-        allow_cn: m.opt_strs("allow-cn"),
-        allow_ou: m.opt_strs("allow-ou"),
-        allow_dns: m.opt_strs("allow-dns"),
-        allow_uri: m.opt_strs("allow-uri"),
-        allow_spki: m.opt_strs("allow-spki"),
-    }
-}
-
-fn paths(m: &Matches, name: &str) -> Vec<PathBuf> {
-    m.opt_strs(name).into_iter().map(PathBuf::from).collect()
-}
-
-fn alpn(m: &Matches) -> Result<Vec<String>, StartError> {
-    let Some(text) = m.opt_str("alpn") else {
-        return Ok(Vec::new());
-    };
-    let protocols = parse_list("--alpn", &text)?;
-    match protocols.iter().find(|p| p.len() > 255) {
-        Some(long) => Err(StartError::invalid(
-            "--alpn",
-            long,
-            "a protocol name is at most 255 bytes",
-        )),
-        None => Ok(protocols),
-    }
-}
-
-fn tls_params(m: &Matches) -> Result<TlsParams, StartError> {
-    Ok(TlsParams {
-        min_version: match m.opt_str("min-tls") {
-            Some(text) => TlsVersion::parse("--min-tls", &text)?,
-            None => TlsVersion::default(),
-        },
-        ciphers: m
-            .opt_str("ciphers")
-            .map(|t| parse_list("--ciphers", &t))
-            .transpose()?,
-        groups: m
-            .opt_str("groups")
-            .map(|t| parse_list("--groups", &t))
-            .transpose()?,
-    })
-}
-
-fn demo_mode(m: &Matches) -> Result<DemoMode, StartError> {
-    reject(
-        m,
-        "demo",
-        &[
-            "target",
-            "cert",
-            "key",
-            "client-ca",
-            "no-client-auth",
-            "ca",
-            "server-name",
-            "unsafe-target",
-            "allow-cn",
-            "allow-ou",
-            "allow-dns",
-            "allow-uri",
-            "allow-spki",
-            "crl",
-            "alpn",
-            "min-tls",
-            "ciphers",
-            "groups",
-        ],
-    )?;
-    let base = match m.opt_str("listen") {
-        Some(text) => parse_socket_addr("--listen", &text)?,
-        None => SocketAddr::from(([127, 0, 0, 1], 7000)),
-    };
-    if base.port() > u16::MAX - 2 {
-        return Err(StartError::invalid(
-            "--listen",
-            &base.to_string(),
-            "the demo needs this port and the two after it",
-        ));
-    }
-    Ok(DemoMode { base })
-}
-
-fn timeouts(m: &Matches) -> Result<Timeouts, StartError> {
-    let d = Timeouts::default();
-    let get = |name: &str, flag: &'static str, default| match m.opt_str(name) {
-        Some(text) => parse_duration(flag, &text),
-        None => Ok(default),
-    };
-    Ok(Timeouts {
-        handshake: get("handshake-timeout", "--handshake-timeout", d.handshake)?,
-        connect: get("connect-timeout", "--connect-timeout", d.connect)?,
-        idle: get("idle-timeout", "--idle-timeout", d.idle)?,
-        close: get("close-timeout", "--close-timeout", d.close)?,
-        shutdown: get("shutdown-timeout", "--shutdown-timeout", d.shutdown)?,
-    })
-}
-
-fn limits(m: &Matches, descriptor_limit: u64) -> Result<Limits, StartError> {
-    let max_conns = match m.opt_str("max-conns") {
-        Some(text) => count("--max-conns", &text)?,
-        None => Limits::default_max_conns(descriptor_limit),
-    };
-    Ok(Limits {
-        max_conns,
-        max_conns_per_ip: m
-            .opt_str("max-conns-per-ip")
-            .map(|t| count("--max-conns-per-ip", &t))
-            .transpose()?,
-        max_handshakes: match m.opt_str("max-handshakes") {
-            Some(text) => count("--max-handshakes", &text)?,
-            None => Limits::DEFAULT_MAX_HANDSHAKES,
-        },
-    })
-}
-
-fn count(flag: &'static str, text: &str) -> Result<usize, StartError> {
-    match text.parse::<usize>() {
-        Ok(n) if n > 0 => Ok(n),
-        _ => Err(StartError::invalid(
-            flag,
-            text,
-            "expected a whole number above 0",
-        )),
-    }
-}
-
-fn log_level(m: &Matches) -> Result<log::LevelFilter, StartError> {
-    let Some(text) = m.opt_str("log-level") else {
-        return Ok(log::LevelFilter::Info);
-    };
-    match text.as_str() {
-        "error" | "warn" | "info" | "debug" | "trace" => {
-            Ok(text.parse().unwrap_or(log::LevelFilter::Info))
-        }
-        _ => Err(StartError::invalid(
-            "--log-level",
-            &text,
-            "expected error, warn, info, debug or trace",
-        )),
-    }
-}
-
-fn targets(m: &Matches, mode: &str) -> Result<Vec<String>, StartError> {
-    let targets = m.opt_strs("target");
-    if targets.is_empty() {
-        return Err(StartError::Usage(format!("{mode} mode needs --target")));
-    }
-    Ok(targets)
-}
-
-fn required(m: &Matches, name: &str, mode: &str) -> Result<String, StartError> {
-    m.opt_str(name)
-        .ok_or_else(|| StartError::Usage(format!("{mode} mode needs --{name}")))
-}
-
-fn addr(m: &Matches, flag: &'static str, mode: &str) -> Result<SocketAddr, StartError> {
-    let name = flag.trim_start_matches('-');
-    parse_socket_addr(flag, &required(m, name, mode)?)
-}
-
-/// Flags that belong to another mode are a mistake worth naming, not something to ignore.
-fn reject(m: &Matches, mode: &str, names: &[&str]) -> Result<(), StartError> {
-    match names.iter().find(|name| m.opt_present(name)) {
-        Some(name) => Err(StartError::Usage(format!(
-            "--{name} does not apply to {mode} mode"
-        ))),
-        None => Ok(()),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::address::Address;
+    use crate::config::{ClientAuth, ClientMode, ServerMode, ServiceKind, Timeouts, TlsVersion};
+    use std::path::PathBuf;
 
     fn run(line: &str) -> Result<Config, StartError> {
         let args: Vec<String> = line.split_whitespace().map(String::from).collect();
         match parse(&args, 20_000)? {
             Command::Run(config) => Ok(*config),
             other => panic!("expected a run, got {other:?}"),
+        }
+    }
+
+    fn server(line: &str) -> ServerMode {
+        match run(line).unwrap().services.remove(0).kind {
+            ServiceKind::Server(server) => server,
+            other => panic!("not server mode: {other:?}"),
+        }
+    }
+
+    fn client(line: &str) -> ClientMode {
+        match run(line).unwrap().services.remove(0).kind {
+            ServiceKind::Client(client) => client,
+            other => panic!("not client mode: {other:?}"),
         }
     }
 
@@ -602,40 +519,54 @@ mod tests {
         );
         assert!(run(&format!("{base} --no-client-auth")).is_ok());
         assert!(run(&format!("{base} --client-ca ca --no-client-auth")).is_err());
-        let config = run(&format!("{base} --client-ca ca.pem")).unwrap();
-        assert!(matches!(
-            config.mode,
-            Mode::Server(ServerMode {
-                client_auth: ClientAuth::Required { .. },
-                ..
-            })
-        ));
+        let config = server(&format!("{base} --client-ca ca.pem"));
+        assert!(matches!(config.client_auth, ClientAuth::Required { .. }));
     }
 
     #[test]
     fn client_takes_host_names_and_optional_identity() {
         let base = "client --listen [::1]:1 --target db.example:6379 --ca ca.pem";
-        let config = run(base).unwrap();
-        let Mode::Client(client) = config.mode else {
-            panic!()
-        };
-        assert_eq!(client.targets, ["db.example:6379"]);
-        assert!(client.identity.is_none());
+        let config = client(base);
+        assert_eq!(config.targets, [Address::Host("db.example".into(), 6379)]);
+        assert!(config.identity.is_none());
         assert!(run(&format!("{base} --cert c.pem")).is_err());
         assert!(run(&format!("{base} --cert c.pem --key k.pem")).is_ok());
         assert!(run(&format!("{base} --client-ca x")).is_err());
     }
 
     #[test]
-    fn cert_and_key_pair_up_in_order() {
-        let base = "server --listen 127.0.0.1:1 --target 127.0.0.1:2 --no-client-auth";
-        let config = run(&format!(
-            "{base} --cert a.pem --key a.key --cert b.pem --key b.key"
-        ));
-        let Mode::Server(server) = config.unwrap().mode else {
+    fn addresses_people_write_are_taken() {
+        let config = run(
+            "server --listen :6380 --target localhost:6379 --target unix:/run/r.sock \
+             --cert c --key k --no-client-auth",
+        )
+        .unwrap();
+        let service = &config.services[0];
+        assert_eq!(service.listen, Address::AnyInterface(6380));
+        let ServiceKind::Server(server) = &service.kind else {
             panic!()
         };
-        let pairs: Vec<_> = server
+        assert_eq!(server.targets[1], Address::Unix("/run/r.sock".into()));
+        let unix = run(
+            "server --listen unix:/tmp/m.sock --unix-mode 0660 --target 127.0.0.1:1 \
+             --cert c --key k --no-client-auth",
+        )
+        .unwrap();
+        assert_eq!(unix.services[0].unix_mode, Some(0o660));
+        assert!(run(
+            "server --listen 127.0.0.1:1 --unix-mode 0660 --target 127.0.0.1:2 --cert c \
+             --key k --no-client-auth"
+        )
+        .is_err());
+    }
+
+    #[test]
+    fn cert_and_key_pair_up_in_order() {
+        let base = "server --listen 127.0.0.1:1 --target 127.0.0.1:2 --no-client-auth";
+        let config = server(&format!(
+            "{base} --cert a.pem --key a.key --cert b.pem --key b.key"
+        ));
+        let pairs: Vec<_> = config
             .identities
             .iter()
             .map(|i| (&i.cert, &i.key))
@@ -658,16 +589,14 @@ mod tests {
             "{base} --client-ca ca --allow-cn a --allow-cn b --allow-uri spiffe://x/* \
              --crl one.crl --alpn h2,http/1.1 --min-tls 1.3 --ciphers X,Y --groups Z"
         );
-        let Mode::Server(server) = run(&line).unwrap().mode else {
-            panic!()
-        };
-        assert_eq!(server.policy.allow_cn, ["a", "b"]);
-        assert_eq!(server.policy.allow_uri, ["spiffe://x/*"]);
-        assert_eq!(server.crls, [PathBuf::from("one.crl")]);
-        assert_eq!(server.alpn, ["h2", "http/1.1"]);
-        assert_eq!(server.tls.min_version, TlsVersion::Tls13);
+        let config = server(&line);
+        assert_eq!(config.policy.allow_cn, ["a", "b"]);
+        assert_eq!(config.policy.allow_uri, ["spiffe://x/*"]);
+        assert_eq!(config.crls, [PathBuf::from("one.crl")]);
+        assert_eq!(config.alpn, ["h2", "http/1.1"]);
+        assert_eq!(config.tls.min_version, TlsVersion::Tls13);
         assert_eq!(
-            server.tls.ciphers.as_deref(),
+            config.tls.ciphers.as_deref(),
             Some(&["X".into(), "Y".into()][..])
         );
         for bad in [
@@ -675,47 +604,54 @@ mod tests {
             "--no-client-auth --crl x",
             "--client-ca ca --min-tls 1.1",
             "--client-ca ca --alpn h2,",
+            "--client-ca ca --proxy-protocol v3",
+            "--client-ca ca --proxy-timeout 1s",
         ] {
             assert!(run(&format!("{base} {bad}")).is_err(), "{bad}");
         }
-        let client = run("client --listen 127.0.0.1:1 --target h:2").unwrap();
-        let Mode::Client(client) = client.mode else {
-            panic!()
-        };
         assert!(
-            client.ca.is_none(),
+            client("client --listen 127.0.0.1:1 --target h:2")
+                .ca
+                .is_none(),
             "--ca is optional: the system store is the default"
         );
     }
 
     #[test]
-    fn server_mode_keeps_plaintext_on_this_host() {
-        let base = "server --listen 0.0.0.0:1 --cert c --key k --no-client-auth";
-        let err = run(&format!("{base} --target 10.0.0.5:6379")).unwrap_err();
-        assert!(err.to_string().contains("--unsafe-target"), "{err}");
-        assert!(run(&format!("{base} --target 10.0.0.5:6379 --unsafe-target")).is_ok());
-        assert!(run(&format!("{base} --target [::1]:6379")).is_ok());
-        let client = "client --listen 127.0.0.1:1 --target h:2 --unsafe-target";
-        assert!(
-            run(client).is_err(),
-            "--unsafe-target is a server-mode flag"
-        );
+    fn mode_flags_stay_in_their_mode() {
+        let client = "client --listen 127.0.0.1:1 --target h:2";
+        for bad in ["--unsafe-target", "--proxy-protocol v1", "--client-ca x"] {
+            assert!(run(&format!("{client} {bad}")).is_err(), "{bad}");
+        }
     }
 
     #[test]
     fn common_flags_and_defaults() {
-        let config = run("demo --idle-timeout 2m --max-conns 7 --log-level debug").unwrap();
-        assert_eq!(config.timeouts.idle, std::time::Duration::from_secs(120));
-        assert_eq!(config.timeouts.handshake, Timeouts::default().handshake);
-        assert_eq!(config.limits.max_conns, 7);
-        assert_eq!(config.log_level, log::LevelFilter::Debug);
-        assert!(config.sandbox);
-        assert!(!run("demo --no-sandbox").unwrap().sandbox);
-        assert_eq!(run("demo").unwrap().limits.max_conns, 9_968);
+        let config = run("demo --max-conns 7 --log-level debug").unwrap();
+        assert_eq!(config.global.limits.max_conns, 7);
+        assert_eq!(config.global.log_level, log::LevelFilter::Debug);
+        assert!(config.global.sandbox);
+        assert!(!run("demo --no-sandbox").unwrap().global.sandbox);
+        assert_eq!(run("demo").unwrap().global.limits.max_conns, 9_968);
+        let server = run(
+            "server --listen 127.0.0.1:1 --target 127.0.0.1:2 --cert c --key k \
+             --no-client-auth --idle-timeout 2m --workers 2",
+        )
+        .unwrap();
+        assert_eq!(
+            server.services[0].timeouts.idle,
+            std::time::Duration::from_secs(120)
+        );
+        assert_eq!(
+            server.services[0].timeouts.handshake,
+            Timeouts::default().handshake
+        );
+        assert_eq!(server.global.workers, 2);
         for bad in [
             "demo --max-conns 0",
             "demo --log-level loud",
-            "demo --idle-timeout 5",
+            "demo --idle-timeout 5m",
+            "demo --workers 0",
             "bogus",
             "",
             "demo extra",

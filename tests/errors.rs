@@ -275,7 +275,7 @@ fn help_lists_every_flag_with_its_default() {
     let options = options_in_help(&help);
     let d = moat::config::Timeouts::default();
     #[rustfmt::skip]
-    let expected: [(&str, Option<&str>); 31] = [
+    let expected: [(&str, Option<&str>); 44] = [
         ("--listen", Some("127.0.0.1:7000")), ("--target", None), ("--cert", None),
         ("--key", None), ("--client-ca", None), ("--no-client-auth", None),
         ("--ca", Some("the system trust store")), ("--server-name", Some("host of --target")),
@@ -288,7 +288,11 @@ fn help_lists_every_flag_with_its_default() {
         ("--handshake-timeout", Some("10s")), ("--connect-timeout", Some("5s")),
         ("--idle-timeout", Some("5m")), ("--close-timeout", Some("30s")),
         ("--shutdown-timeout", Some("30s")), ("--log-level", Some("info")),
-        ("--no-sandbox", None), ("--help", None), ("--version", None),
+        ("--no-sandbox", None), ("--name", Some("server or client")), ("--unix-mode", None),
+        ("--proxy-protocol", None), ("--accept-proxy", None), ("--proxy-timeout", Some("3s")),
+        ("--log-format", Some("text")), ("--workers", Some("1")), ("--status", None),
+        ("--reload-interval", Some("only on SIGHUP")), ("--trace", None), ("--trace-peer", None),
+        ("--config", None), ("--check", None), ("--help", None), ("--version", None),
     ];
     let flags: Vec<&str> = options.iter().map(|(f, _)| f.as_str()).collect();
     let wanted: Vec<&str> = expected.iter().map(|(f, _)| *f).collect();
@@ -308,7 +312,7 @@ fn help_lists_every_flag_with_its_default() {
         ("--connect-timeout", d.connect),
         ("--idle-timeout", d.idle),
         ("--close-timeout", d.close),
-        ("--shutdown-timeout", d.shutdown),
+        ("--shutdown-timeout", moat::config::DEFAULT_SHUTDOWN_TIMEOUT),
     ] {
         let text = &options.iter().find(|(f, _)| f == flag).unwrap().1;
         let shown = text

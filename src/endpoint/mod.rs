@@ -132,6 +132,14 @@ impl<S: Stream> Endpoint<S> {
         }
     }
 
+    /// The rustls session, if this is a TLS end.
+    pub fn tls_common(&self) -> Option<&rustls::CommonState> {
+        match self {
+            Self::Tls(tls) => Some(tls.common()),
+            _ => None,
+        }
+    }
+
     /// What the TLS handshake negotiated, if this is a TLS end.
     pub fn negotiated(&self) -> Option<Negotiated<'_>> {
         match self {

@@ -101,6 +101,7 @@ impl TunnelEnd {
             EndReason::Timeout(TimerClass::Close) => Self::CloseTimeout,
             // A lingering end's deadline ends no tunnel: its line was written before.
             EndReason::Timeout(TimerClass::Linger) => Self::TlsError,
+            EndReason::Timeout(TimerClass::Proxy) => Self::ProxyHeaderError,
             EndReason::Shutdown => Self::Shutdown,
             EndReason::Evicted => Self::Evicted,
             EndReason::Tls(_, e) => match certificate_refusal(e) {
@@ -306,12 +307,13 @@ impl Label for ReloadResult {
 }
 
 /// The deadlines, as the `kind` label of `moat_timeouts_total`.
-const TIMER_CLASSES: [TimerClass; 5] = [
+const TIMER_CLASSES: [TimerClass; 6] = [
     TimerClass::Handshake,
     TimerClass::Connect,
     TimerClass::Idle,
     TimerClass::Close,
     TimerClass::Linger,
+    TimerClass::Proxy,
 ];
 
 impl Label for TimerClass {
@@ -324,10 +326,15 @@ impl Label for TimerClass {
             Self::Idle => 2,
             Self::Close => 3,
             Self::Linger => 4,
+            Self::Proxy => 5,
         }
     }
     fn slot_label(slot: usize) -> &'static str {
-        TIMER_CLASSES.get(slot).map_or(OTHER, |c| c.name())
+        match TIMER_CLASSES.get(slot) {
+            Some(Self::Proxy) => "proxy",
+            Some(class) => class.name(),
+            None => OTHER,
+        }
     }
 }
 

@@ -13,6 +13,7 @@
 
 use std::fmt;
 use std::io;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mio::Registry;
@@ -21,8 +22,9 @@ use rustls::server::UnbufferedServerConnection;
 use crate::address::Peer;
 use crate::buffer::BufferPool;
 
+use crate::admission::HandshakeStage;
 use crate::endpoint::{Endpoint, EndpointError, LingerStep, Lingering, Readiness, Session, Socket};
-use crate::limits::HandshakeStage;
+use crate::metrics::ServiceMetrics;
 use crate::route::{Route, Target};
 use crate::timer::TimerClass;
 use crate::tls::{identity, notes};
@@ -48,6 +50,9 @@ pub struct Step {
     pub again: bool,
     /// A failed connect moved on to the next target: its connect deadline starts afresh.
     pub redialed: bool,
+    /// The tunnel's TLS handshake (the client's in server mode, the target's in client
+    /// mode) finished during this drive.
+    pub handshake_done: bool,
 }
 
 /// What the loop lends a tunnel while driving it.
@@ -82,8 +87,10 @@ enum Upstream {
 pub struct Tunnel {
     /// Unique for the life of the process (slab keys are reused; ids are not).
     pub id: u64,
-    /// Index of the route (listener) it came from.
-    pub route: usize,
+    /// Where it goes: the route of its service as it was when the tunnel started.
+    pub route: Arc<Route>,
+    /// Its service's counters in this worker.
+    pub metrics: Arc<ServiceMetrics>,
     /// Who connected.
     pub peer: Peer,
     /// Whether it waits in the loop's ready queue.
@@ -109,8 +116,8 @@ impl Tunnel {
     /// A tunnel for a connection just accepted on `route`.
     pub fn new(
         id: u64,
-        route_index: usize,
-        route: &Route,
+        route: Arc<Route>,
+        metrics: Arc<ServiceMetrics>,
         socket: Socket,
         peer: Peer,
         now: Instant,
@@ -129,7 +136,8 @@ impl Tunnel {
         };
         Ok(Self {
             id,
-            route: route_index,
+            route,
+            metrics,
             peer,
             queued: false,
             started: now,
@@ -219,61 +227,66 @@ impl Tunnel {
             }
             return Ok(Step::default());
         }
-        let mut progressed = false;
+        let mut step = Step::default();
         if self.down.is_handshaking() {
             let (stepped, notes) = notes::during(|| self.down.handshake(ctx.pool));
             if let Some(name) = notes.server_name {
                 self.sni = Some(name);
             }
-            progressed |= stepped.map_err(|e| tls_failure(Side::Client, e, notes.refusal))?;
+            step.progressed |= stepped.map_err(|e| tls_failure(Side::Client, e, notes.refusal))?;
             if self.down.is_handshaking() {
-                return Ok(Step {
-                    progressed,
-                    again: false,
-                    redialed: false,
-                });
+                return Ok(step);
             }
             self.client_authenticated(ctx.route)?;
+            step.handshake_done = true;
         }
         if let Upstream::NotDialled = self.up {
             self.dial(ctx, None)?;
-            progressed = true;
+            step.progressed = true;
         }
         match self.finish_connect(ctx.route) {
-            Ok(connected) => progressed |= connected,
+            Ok(connected) => step.progressed |= connected,
             Err(EndReason::Connect(e)) => {
                 self.dial(ctx, Some(EndReason::Connect(e)))?;
-                return Ok(Step {
-                    progressed: true,
-                    again: false,
-                    redialed: true,
-                });
+                step.progressed = true;
+                step.redialed = true;
+                return Ok(step);
             }
             Err(other) => return Err(other),
         }
         let Upstream::Open(up) = &mut self.up else {
-            return Ok(Step {
-                progressed,
-                again: false,
-                redialed: false,
-            });
+            return Ok(step);
         };
         if up.is_handshaking() {
             let (stepped, notes) = notes::during(|| up.handshake(ctx.pool));
-            progressed |= stepped.map_err(|e| tls_failure(Side::Target, e, notes.refusal))?;
+            step.progressed |= stepped.map_err(|e| tls_failure(Side::Target, e, notes.refusal))?;
             if up.is_handshaking() {
-                return Ok(Step {
-                    progressed,
-                    again: false,
-                    redialed: false,
-                });
+                return Ok(step);
             }
+            step.handshake_done = true;
         }
         let (moved, again) = self.relay(ctx.pool)?;
-        Ok(Step {
-            progressed: progressed || moved,
-            again,
-            redialed: false,
+        step.progressed |= moved;
+        step.again = again;
+        Ok(step)
+    }
+
+    /// When the tunnel was accepted.
+    pub fn started(&self) -> Instant {
+        self.started
+    }
+
+    /// Plaintext bytes moved so far: (to the target, to the client).
+    pub fn bytes(&self) -> (u64, u64) {
+        (self.relay.to_target.bytes, self.relay.to_client.bytes)
+    }
+
+    /// The rustls session of the tunnel's TLS leg (the client's in server mode, the
+    /// target's in client mode), for what its handshake negotiated.
+    pub fn tls_common(&self) -> Option<&rustls::CommonState> {
+        self.down.tls_common().or(match &self.up {
+            Upstream::Open(up) => up.tls_common(),
+            _ => None,
         })
     }
 
@@ -390,7 +403,8 @@ impl Tunnel {
     }
 
     /// The tunnel's one log line at its end.
-    pub fn log_end(&self, route: &Route, reason: &EndReason, now: Instant) {
+    pub fn log_end(&self, reason: &EndReason, now: Instant) {
+        let route = &self.route;
         let level = match reason {
             EndReason::Clean | EndReason::Truncated(_) | EndReason::Timeout(TimerClass::Idle) => {
                 log::Level::Info

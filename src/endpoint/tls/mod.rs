@@ -176,6 +176,10 @@ impl<S: Stream> TlsEnd<S> {
         &mut self.socket
     }
 
+    pub(super) fn common(&self) -> &CommonState {
+        self.session.common()
+    }
+
     pub(super) fn is_handshaking(&self) -> bool {
         self.session.common().is_handshaking()
     }

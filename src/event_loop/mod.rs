@@ -1,0 +1,603 @@
+//! The poll loop: one thread, one `mio::Poll`, every socket of every tunnel it owns.
+//!
+//! Each turn of [`EventLoop::run`] does, in order:
+//!
+//! 1. **wait** for readiness, no longer than the earliest deadline (zero if work is left over);
+//! 2. **dispatch** events: mark sockets ready and queue their tunnels, note listeners, and
+//!    take the control thread's commands when its waker fired;
+//! 3. **accept** new connections, within the caps and a per-turn budget;
+//! 4. **drive** each queued tunnel once, up to its byte budget ([`crate::tunnel::TURN_BUDGET`]);
+//! 5. **expire** deadlines from the heads of the timer lists.
+//!
+//! A tunnel that ends is removed at once (`EventLoop::end_tunnel`): by then every event
+//! of the turn has been dispatched into readiness flags, and the ready queue names tunnels
+//! by `(key, id)`, so a reused slab key is never mistaken for its previous tunnel. Nothing in
+//! a turn looks at a tunnel that has no event, no deadline due and no leftover work.
+//!
+//! With `--workers N` there are N such loops, one per thread, each with its own listeners
+//! (`SO_REUSEPORT`), slab, timers and buffer pool; what they share is small: the
+//! process-wide caps ([`crate::admission::Shared`]) and their commands from the control
+//! thread ([`crate::control`]), which handles signals and reloads.
+
+mod command;
+mod services;
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::io;
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
+
+use mio::event::Event;
+use mio::{Events, Interest, Poll, Token, Waker};
+use slab::Slab;
+
+pub use command::{Command, Offer, Stats};
+use services::{listener_index, Services};
+
+use crate::address::Peer;
+use crate::admission::{Admission, HandshakeRoom, LogLimiter, Shared, WARNING_INTERVAL};
+use crate::buffer::BufferPool;
+use crate::endpoint::{Conn, Readiness, Socket};
+use crate::logger;
+use crate::metrics::{HandshakeFailure, LoopMetrics, Negotiated, TunnelEnd};
+use crate::timer::{TimerClass, Timers};
+use crate::tunnel::{Ctx, EndReason, Side, Tunnel};
+
+/// The token of the waker through which the control thread's commands arrive.
+const WAKER: Token = Token(usize::MAX);
+
+/// Connections accepted per listener per turn, so a connect storm cannot starve open tunnels.
+const ACCEPT_BUDGET: usize = 64;
+
+/// Lines per [`WARNING_INTERVAL`] for tunnels that ended before they were established.
+const UNESTABLISHED_BURST: u32 = 20;
+
+/// Events taken from the kernel per `poll` call.
+const EVENT_CAPACITY: usize = 1024;
+
+/// How a worker's loop is set up.
+#[derive(Debug)]
+pub struct WorkerSetup {
+    /// This worker's index (0 for the first); tunnel ids are unique across workers.
+    pub index: usize,
+    /// How many workers there are.
+    pub count: usize,
+    /// This worker's part of `--max-handshakes`.
+    pub max_handshakes: usize,
+    /// The process-wide caps.
+    pub shared: Arc<Shared>,
+    /// This worker's counters, which the status endpoint reads.
+    pub metrics: Arc<LoopMetrics>,
+}
+
+/// Everything one worker's loop owns. A single thread owns it all, so plain `&mut` suffices.
+pub struct EventLoop {
+    poll: Poll,
+    commands: mpsc::Receiver<Command>,
+    services: Services,
+    tunnels: Slab<Tunnel>,
+    timers: Timers,
+    /// Tunnels with readiness or leftover work, with their id (a key may be reused).
+    ready: VecDeque<(usize, u64)>,
+    /// Buffers for the bytes in flight, lent to tunnels only while they hold something.
+    pool: BufferPool,
+    admission: Admission,
+    metrics: Arc<LoopMetrics>,
+    /// Ids go up by the worker count from the worker's index, so they never collide.
+    next_id: u64,
+    id_step: u64,
+    /// Lines for tunnels that never got established (refused, timed out, evicted).
+    unestablished_lines: LogLimiter,
+    shutdown_deadline: Option<Instant>,
+    /// The control thread hung up: stop as soon as the tunnels are done.
+    orphaned: bool,
+}
+
+impl fmt::Debug for EventLoop {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EventLoop")
+            .field("services", &self.services)
+            .field("tunnels", &self.tunnels.len())
+            .field("ready", &self.ready.len())
+            .field("shutdown_deadline", &self.shutdown_deadline)
+            .finish_non_exhaustive()
+    }
+}
+
+impl EventLoop {
+    /// A loop that takes its services and orders from `commands`, woken through the
+    /// returned waker. Poll and waker are made here, before the sandbox forbids it.
+    pub fn new(
+        setup: WorkerSetup,
+        commands: mpsc::Receiver<Command>,
+    ) -> io::Result<(Self, Arc<Waker>)> {
+        let poll = Poll::new()?;
+        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        setup.shared.add_waker(waker.clone());
+        let event_loop = Self {
+            poll,
+            commands,
+            services: Services::default(),
+            tunnels: Slab::new(),
+            timers: Timers::new(),
+            ready: VecDeque::new(),
+            pool: BufferPool::default(),
+            admission: Admission::new(setup.shared, setup.max_handshakes),
+            metrics: setup.metrics,
+            next_id: setup.index as u64,
+            id_step: setup.count.max(1) as u64,
+            unestablished_lines: LogLimiter::with_burst(WARNING_INTERVAL, UNESTABLISHED_BURST),
+            shutdown_deadline: None,
+            orphaned: false,
+        };
+        Ok((event_loop, waker))
+    }
+
+    /// Takes the commands waiting (the first `Serve` at start-up).
+    pub fn take_commands(&mut self, now: Instant) -> io::Result<()> {
+        loop {
+            match self.commands.try_recv() {
+                Ok(command) => self.obey(command, now)?,
+                Err(mpsc::TryRecvError::Empty) => return Ok(()),
+                Err(mpsc::TryRecvError::Disconnected) => {
+                    self.orphaned = true;
+                    self.begin_shutdown(Duration::ZERO, now);
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    /// Each listener's service, address and targets, for the `listening on` lines.
+    pub fn listening(&self) -> Vec<(Arc<str>, String, String)> {
+        self.services.listening()
+    }
+
+    /// Runs until a shutdown command and the open tunnels have finished (or the shutdown
+    /// timeout has passed).
+    pub fn run(mut self) -> io::Result<()> {
+        let mut events = Events::with_capacity(EVENT_CAPACITY);
+        let mut now = Instant::now();
+        logger::batch(true);
+        let result = loop {
+            // The turn's log lines go out together, before the loop may sleep.
+            logger::flush();
+            self.metrics
+                .set_buffers(self.pool.in_use(), self.pool.spare());
+            let timeout = self.poll_timeout(now);
+            match self.poll.poll(&mut events, timeout) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => break Err(e),
+            }
+            now = Instant::now();
+            let mut commands = false;
+            for event in events.iter() {
+                commands |= event.token() == WAKER;
+                self.dispatch(event);
+            }
+            if commands {
+                if let Err(e) = self.take_commands(now) {
+                    break Err(e);
+                }
+            }
+            self.accept(now);
+            self.drive_ready(now);
+            self.expire(now);
+            if self.shutdown_is_over(now) {
+                break Ok(());
+            }
+        };
+        logger::flush();
+        result
+    }
+
+    /// Zero while work is waiting; otherwise until the earliest deadline (or forever).
+    fn poll_timeout(&mut self, now: Instant) -> Option<Duration> {
+        if !self.ready.is_empty() || self.can_accept(now) {
+            return Some(Duration::ZERO);
+        }
+        let handshakes_free_at = match self.admission.handshake_room(now) {
+            HandshakeRoom::FullUntil(at) if self.services.any_acceptable() => Some(at),
+            _ => None,
+        };
+        [
+            self.timers.next_deadline(),
+            self.admission.paused_until(),
+            handshakes_free_at,
+            self.shutdown_deadline,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+        .map(|deadline| deadline.saturating_duration_since(now))
+    }
+
+    fn dispatch(&mut self, event: &Event) {
+        match event.token() {
+            WAKER => {}
+            token if listener_index(token).is_some() => {
+                if let Some(index) = listener_index(token) {
+                    self.services.mark_acceptable(index);
+                }
+            }
+            token => {
+                let (key, side) = Side::from_token(token);
+                let Some(tunnel) = self.tunnels.get_mut(key) else {
+                    return;
+                };
+                tunnel.mark(side, Readiness::of(event));
+                if !tunnel.queued {
+                    tunnel.queued = true;
+                    self.ready.push_back((key, tunnel.id));
+                }
+            }
+        }
+    }
+
+    fn obey(&mut self, command: Command, now: Instant) -> io::Result<()> {
+        match command {
+            Command::Serve(offers) => {
+                if self.shutdown_deadline.is_none() {
+                    self.services
+                        .apply(offers, self.poll.registry(), &self.metrics)?;
+                }
+            }
+            Command::MaxHandshakes(max) => self.admission.set_max_handshakes(max),
+            Command::Shutdown(grace) => self.begin_shutdown(grace, now),
+            Command::StopNow => self.shutdown_deadline = Some(now),
+            Command::Stats(reply) => {
+                let _ = reply.send(Stats {
+                    tunnels: self.tunnels.len(),
+                    buffers_in_use: self.pool.in_use(),
+                    buffers_spare: self.pool.spare(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Stops accepting; open tunnels have `grace` to finish.
+    fn begin_shutdown(&mut self, grace: Duration, now: Instant) {
+        // Closing the listeners also takes them out of the poll.
+        self.services.close_all();
+        let deadline = now + grace;
+        self.shutdown_deadline = Some(self.shutdown_deadline.map_or(deadline, |d| d.min(deadline)));
+    }
+
+    fn can_accept(&mut self, now: Instant) -> bool {
+        !self.admission.at_cap()
+            && !self.admission.paused(now)
+            && !matches!(
+                self.admission.handshake_room(now),
+                HandshakeRoom::FullUntil(_)
+            )
+            && self.services.any_acceptable()
+    }
+
+    /// Accepts what the listeners hold, up to the caps and the per-turn budget.
+    fn accept(&mut self, now: Instant) {
+        if self.admission.paused(now) {
+            return;
+        }
+        for index in 0..self.services.listener_count() {
+            for _ in 0..ACCEPT_BUDGET {
+                if self.services.acceptable(index).is_none() {
+                    break;
+                }
+                let room = self.admission.handshake_room(now);
+                if let HandshakeRoom::FullUntil(_) = room {
+                    return;
+                }
+                if !self.admission.reserve() {
+                    self.metrics.refusals.inc(crate::metrics::Refusal::MaxConns);
+                    return;
+                }
+                let Some(listener) = self.services.acceptable(index) else {
+                    self.admission.shared().release();
+                    break;
+                };
+                match listener.accept() {
+                    Ok((stream, peer)) => {
+                        if !self.admission.shared().admit_ip(peer.ip(), now) {
+                            self.admission.shared().release();
+                            self.metrics.refusals.inc(crate::metrics::Refusal::PerIp);
+                            continue; // dropping the stream closes it
+                        }
+                        if let HandshakeRoom::Evict(key) = room {
+                            self.evict(key, now);
+                        }
+                        self.open_tunnel(index, stream, peer, now);
+                    }
+                    Err(e) => {
+                        self.admission.shared().release();
+                        match e.kind() {
+                            io::ErrorKind::WouldBlock => self.services.mark_drained(index),
+                            // The client gave up before we got to it; the next may be fine.
+                            io::ErrorKind::ConnectionAborted | io::ErrorKind::Interrupted => {}
+                            _ => {
+                                self.admission.accept_failed(&e, now);
+                                self.metrics.accept_pauses.inc();
+                                return;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Ends the oldest handshake to make room for a newcomer (slowloris defence).
+    fn evict(&mut self, key: usize, now: Instant) {
+        self.admission.note_eviction(now);
+        self.metrics
+            .refusals
+            .inc(crate::metrics::Refusal::HandshakeBudgetEviction);
+        // Near the connection cap the descriptor is worth more than slowing the attacker.
+        let (open, max) = (
+            self.admission.shared().open(),
+            self.admission.shared().max(),
+        );
+        if open < max / 4 * 3 {
+            if let Some(tunnel) = self.tunnels.get_mut(key) {
+                tunnel.hold(&mut self.pool);
+            }
+            self.admission.forget(key);
+        } else {
+            self.end_tunnel(key, EndReason::Evicted, now);
+        }
+    }
+
+    /// A tunnel for a connection just accepted on listener `index`. Its place under the
+    /// connection cap is already reserved, and `peer` counted.
+    fn open_tunnel(&mut self, index: usize, mut stream: Conn, peer: Peer, now: Instant) {
+        let Some((route, metrics)) = self.services.service_of(index) else {
+            self.give_back(peer);
+            return;
+        };
+        let (route, metrics) = (route.clone(), metrics.clone());
+        let entry = self.tunnels.vacant_entry();
+        let key = entry.key();
+        let interest = Interest::READABLE | Interest::WRITABLE;
+        if let Err(e) =
+            self.poll
+                .registry()
+                .register(&mut stream, Side::Client.token(key), interest)
+        {
+            log::warn!(
+                "cannot watch connection from {peer}: {}",
+                crate::error::plain_io(&e)
+            );
+            self.give_back(peer);
+            return;
+        }
+        let id = self.next_id;
+        let mut tunnel = match Tunnel::new(id, route, metrics, Socket::new(stream), peer, now) {
+            Ok(tunnel) => tunnel,
+            Err(e) => {
+                log::warn!("cannot start tunnel for {peer}: {e}");
+                self.give_back(peer);
+                return;
+            }
+        };
+        self.next_id += self.id_step;
+        log::debug!(tunnel = id; "tunnel {id}: accepted {peer} on {}", tunnel.route.name);
+        tunnel.metrics.tunnel_opened();
+        // Queue it once: client mode dials right away, and a server-mode client's hello may
+        // already be in the socket.
+        tunnel.queued = true;
+        self.ready.push_back((key, id));
+        let class = tunnel.timer_class();
+        self.timers
+            .set(key, class, tunnel.route.deadline(class), now);
+        self.admission
+            .track(key, tunnel.handshake_stage(), false, now);
+        entry.insert(tunnel);
+    }
+
+    /// Gives back the places a tunnel that never started had taken.
+    fn give_back(&self, peer: Peer) {
+        self.admission.shared().release_ip(peer.ip());
+        self.admission.shared().release();
+    }
+
+    /// Drives each queued tunnel once. Tunnels queued during this pass wait for the next turn.
+    fn drive_ready(&mut self, now: Instant) {
+        for _ in 0..self.ready.len() {
+            let Some((key, id)) = self.ready.pop_front() else {
+                break;
+            };
+            let Some(tunnel) = self.tunnels.get_mut(key).filter(|t| t.id == id) else {
+                continue;
+            };
+            tunnel.queued = false;
+            let route = Arc::clone(&tunnel.route);
+            let mut ctx = Ctx {
+                registry: self.poll.registry(),
+                key,
+                route: &route,
+                pool: &mut self.pool,
+            };
+            let result = tunnel.drive(&mut ctx);
+            if let Ok(step) = &result {
+                if step.handshake_done {
+                    if let Some(common) = tunnel.tls_common() {
+                        let took = now.saturating_duration_since(tunnel.started());
+                        tunnel
+                            .metrics
+                            .handshake_completed(&Negotiated::of(common), took);
+                    }
+                }
+            }
+            match result {
+                Ok(_) if tunnel.has_ended() => self.remove_tunnel(key),
+                Ok(_) if tunnel.is_finished() => {
+                    let reason = tunnel.clean_end();
+                    self.end_tunnel(key, reason, now);
+                }
+                Ok(step) => {
+                    let class = tunnel.timer_class();
+                    if step.progressed {
+                        tunnel.note_progress();
+                    }
+                    if self.timers.class_of(key) != Some(class) || step.redialed {
+                        self.timers.set(key, class, route.deadline(class), now);
+                    } else if step.progressed {
+                        self.timers.touch(key, now);
+                    }
+                    if step.again {
+                        tunnel.queued = true;
+                        self.ready.push_back((key, id));
+                    }
+                    let stage = tunnel.handshake_stage();
+                    self.admission.track(key, stage, step.progressed, now);
+                }
+                Err(reason) => self.end_tunnel(key, reason, now),
+            }
+        }
+    }
+
+    /// Ends the tunnels whose deadline has passed; a connect that timed out first tries the
+    /// next target, if the route has one left.
+    fn expire(&mut self, now: Instant) {
+        while let Some((key, class)) = self.timers.pop_expired(now) {
+            let Some(tunnel) = self.tunnels.get_mut(key) else {
+                continue;
+            };
+            let route = Arc::clone(&tunnel.route);
+            if class == TimerClass::Linger {
+                self.remove_tunnel(key);
+                continue;
+            }
+            if matches!(class, TimerClass::Idle | TimerClass::Close) && tunnel.peers_still_reading()
+            {
+                self.timers.set(key, class, route.deadline(class), now);
+                continue;
+            }
+            tunnel.metrics.timeouts.inc(class);
+            if class == TimerClass::Connect {
+                let ctx = Ctx {
+                    registry: self.poll.registry(),
+                    key,
+                    route: &route,
+                    pool: &mut self.pool,
+                };
+                if tunnel.connect_timed_out(&ctx).is_ok() {
+                    self.timers
+                        .set(key, TimerClass::Connect, route.deadline(class), now);
+                    continue;
+                }
+            }
+            let reason = if tunnel.is_held() {
+                EndReason::Evicted
+            } else {
+                EndReason::Timeout(class)
+            };
+            self.end_tunnel(key, reason, now);
+        }
+    }
+
+    /// Ends a tunnel: logs its line and closes its ends (see [`Tunnel::close`]). A tunnel
+    /// with an end that lingers stays in the slab, silent, until that end is done or its
+    /// linger deadline passes; otherwise it goes at once. Dropping its sockets closes them,
+    /// which also takes them out of the poll.
+    ///
+    /// This is safe at any point after the turn's events were dispatched: those events live
+    /// on as readiness flags, and the ready queue holds `(key, id)` pairs, so a reused slab
+    /// key is never mistaken for the tunnel that had it before.
+    fn end_tunnel(&mut self, key: usize, reason: EndReason, now: Instant) {
+        self.admission.forget(key);
+        let Some(tunnel) = self.tunnels.get_mut(key) else {
+            self.timers.remove(key);
+            return;
+        };
+        let established = tunnel.is_established();
+        if established {
+            tunnel.log_end(&reason, now);
+        } else if let Some(held_back) = self.unestablished_lines.allow(now) {
+            // Failed handshakes and connects are what a flood is made of: log a few.
+            tunnel.log_end(&reason, now);
+            if held_back > 0 {
+                log::warn!(
+                    "{held_back} more tunnels ended before they were established (not logged)"
+                );
+            }
+        }
+        let metrics = &tunnel.metrics;
+        metrics.tunnel_closed(TunnelEnd::of(&reason));
+        let (to_target, to_client) = tunnel.bytes();
+        metrics.relayed(to_target, to_client);
+        if tunnel.handshake_stage().is_some() || tunnel.is_held() {
+            metrics.handshake_failed(HandshakeFailure::of(&reason));
+        }
+        if tunnel.close(&reason, &mut self.pool) {
+            log::debug!(tunnel = tunnel.id; "tunnel {}: lingering to drain its peer", tunnel.id);
+            self.timers.set(
+                key,
+                TimerClass::Linger,
+                tunnel.route.deadline(TimerClass::Linger),
+                now,
+            );
+            // Its socket may be ready already; a lingering end is driven like any other.
+            if !tunnel.queued {
+                tunnel.queued = true;
+                self.ready.push_back((key, tunnel.id));
+            }
+        } else {
+            self.remove_tunnel(key);
+        }
+    }
+
+    /// Takes a tunnel whose end was already logged out of the loop.
+    fn remove_tunnel(&mut self, key: usize) {
+        self.timers.remove(key);
+        self.admission.forget(key);
+        if let Some(mut tunnel) = self.tunnels.try_remove(key) {
+            tunnel.release(&mut self.pool);
+            self.admission.shared().release_ip(tunnel.peer.ip());
+            self.admission.shared().release();
+        }
+    }
+
+    /// After a shutdown command: over once every tunnel has finished, or at the deadline,
+    /// when the tunnels still open are closed.
+    fn shutdown_is_over(&mut self, now: Instant) -> bool {
+        let Some(deadline) = self.shutdown_deadline else {
+            return false;
+        };
+        if self.tunnels.is_empty() {
+            return true;
+        }
+        if now < deadline {
+            return false;
+        }
+        let keys: Vec<usize> = self.tunnels.iter().map(|(key, _)| key).collect();
+        let lingering = keys
+            .iter()
+            .filter(|&&key| {
+                self.tunnels
+                    .get(key)
+                    .is_some_and(|t| t.timer_class() == TimerClass::Linger)
+            })
+            .count();
+        if keys.len() > lingering && !self.orphaned {
+            log::warn!(
+                "shutdown timeout: closing {} open tunnel(s)",
+                keys.len() - lingering
+            );
+        }
+        for key in keys {
+            let Some(tunnel) = self.tunnels.get(key) else {
+                continue;
+            };
+            if tunnel.has_ended() || tunnel.timer_class() == TimerClass::Linger {
+                self.remove_tunnel(key);
+            } else {
+                self.end_tunnel(key, EndReason::Shutdown, now);
+                self.remove_tunnel(key);
+            }
+        }
+        true
+    }
+}
