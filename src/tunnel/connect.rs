@@ -34,7 +34,7 @@ impl Tunnel {
                 if self.dials >= ctx.route.target.addr_count() {
                     return Err(reason);
                 }
-                log::debug!("tunnel {}: {reason}; trying the next target", self.id);
+                log::debug!(tunnel = self.id; "tunnel {}: {reason}; trying the next target", self.id);
             }
             let addr = ctx.route.target.addr(first, self.dials).cloned();
             self.dials += 1;
@@ -56,7 +56,7 @@ impl Tunnel {
         if !connected(socket).map_err(EndReason::Connect)? {
             return Ok(false);
         }
-        log::debug!("tunnel {}: connected to target {addr}", self.id);
+        log::debug!(tunnel = self.id; "tunnel {}: connected to target {addr}", self.id);
         if let Upstream::Connecting { socket, .. } =
             std::mem::replace(&mut self.up, Upstream::NotDialled)
         {

@@ -11,10 +11,9 @@
 //! [`Tunnel::drive`] takes the tunnel as far as readiness allows each time the poll loop
 //! reports an event for one of its sockets.
 
-use std::fmt;
 use std::io;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use mio::Registry;
 use rustls::server::UnbufferedServerConnection;
@@ -32,6 +31,7 @@ use crate::tls::{identity, notes};
 mod connect;
 mod reason;
 mod relay;
+mod report;
 
 use reason::tls_failure;
 pub use reason::{EndReason, Side};
@@ -387,6 +387,7 @@ impl Tunnel {
         if log::log_enabled!(log::Level::Debug) {
             let subject = self.subject().map(|s| format!(" as {s}"));
             log::debug!(
+                tunnel = self.id;
                 "tunnel {}: client {} finished TLS handshake{}",
                 self.id,
                 self.peer,
@@ -400,52 +401,5 @@ impl Tunnel {
     fn subject(&self) -> Option<String> {
         let certs = self.down.peer_certificates()?;
         identity::subject(certs.first()?)
-    }
-
-    /// The tunnel's one log line at its end.
-    pub fn log_end(&self, reason: &EndReason, now: Instant) {
-        let route = &self.route;
-        let level = match reason {
-            EndReason::Clean | EndReason::Truncated(_) | EndReason::Timeout(TimerClass::Idle) => {
-                log::Level::Info
-            }
-            _ => log::Level::Warn,
-        };
-        // The TLS leg described is the client's in server mode, the target's in client mode.
-        let tls = match &self.up {
-            Upstream::Open(up) if self.down.negotiated().is_none() => up.negotiated(),
-            _ => self.down.negotiated(),
-        };
-        let tls = tls
-            .filter(|n| n.version.is_some())
-            .map(|n| n.to_string())
-            .unwrap_or_default();
-        log::log!(
-            level,
-            "tunnel closed: {} peer={}{}{}{} to_target={}B to_client={}B duration={} end={}",
-            route.name,
-            self.peer,
-            self.subject()
-                .map(|s| format!(" subject=\"{s}\""))
-                .unwrap_or_default(),
-            self.sni
-                .as_deref()
-                .map(|s| format!(" sni={s}"))
-                .unwrap_or_default(),
-            tls,
-            self.relay.to_target.bytes,
-            self.relay.to_client.bytes,
-            Seconds(now.saturating_duration_since(self.started)),
-            reason
-        );
-    }
-}
-
-/// A duration as `1.234s`.
-struct Seconds(Duration);
-
-impl fmt::Display for Seconds {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:.3}s", self.0.as_secs_f64())
     }
 }

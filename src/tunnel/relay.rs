@@ -123,9 +123,6 @@ fn pump<S: Stream>(
         if let Some(eof) = r.ended {
             dir.ended = Some(eof);
             moved = true;
-            if eof == Eof::Truncated {
-                log::debug!("{src_side} closed TLS without close_notify");
-            }
         }
     }
     if let Some(eof) = dir.ended {
