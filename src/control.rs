@@ -27,7 +27,8 @@ use crate::admission::Shared;
 use crate::config::Config;
 use crate::demo;
 use crate::error::StartError;
-use crate::event_loop::{Command, EventLoop, Stats, WorkerSetup};
+use crate::event_loop::{Command, EventLoop, Stats, StatusSetup, WorkerSetup};
+use crate::listener::{ListenOptions, Listener};
 use crate::logger;
 use crate::metrics::{LoopMetrics, ProcessMetrics};
 use crate::notify::Notifier;
@@ -85,16 +86,32 @@ pub fn run(
     let mut handles = Vec::with_capacity(workers);
     let mut metrics = Vec::with_capacity(workers);
     let now = Instant::now();
+    for _ in 0..workers {
+        metrics.push(Arc::new(LoopMetrics::default()));
+    }
+    let mut status = status_listener(&generation.config)?;
+    let status_port = status.as_ref().and_then(|l| match l.local() {
+        Ok(SocketAddress::Tcp(addr)) => Some(addr.port()),
+        _ => None,
+    });
+    if let Some(listener) = &status {
+        if let Ok(local) = listener.local() {
+            log::info!("status: listening on {local}, serving /metrics and /healthz");
+        }
+    }
     for (index, offers) in offers.into_iter().enumerate() {
         let (commands, receiver) = mpsc::channel();
-        let loop_metrics = Arc::new(LoopMetrics::default());
-        metrics.push(loop_metrics.clone());
         let setup = WorkerSetup {
             index,
             count: workers,
             max_handshakes: share(limits.max_handshakes, workers),
             shared: shared.clone(),
-            metrics: loop_metrics,
+            metrics: metrics[index].clone(),
+            status: status.take().map(|listener| StatusSetup {
+                listener,
+                process: process.clone(),
+                loops: metrics.clone(),
+            }),
         };
         let (mut event_loop, waker) =
             EventLoop::new(setup, receiver).map_err(StartError::Runtime)?;
@@ -114,7 +131,7 @@ pub fn run(
         .map_err(StartError::Runtime)?;
     let notifier = Notifier::from_env();
     if generation.config.global.sandbox {
-        sandbox::enter(&sandbox_plan(&generation, &loops))?;
+        sandbox::enter(&sandbox_plan(&generation, &loops, status_port))?;
     }
     // Only now, with every listener bound, the signal handlers installed and the sandbox
     // entered, is moat ready: a supervisor that signals it as soon as it says so must find
@@ -369,6 +386,18 @@ impl Control {
     }
 }
 
+/// Binds the status endpoint's listener (`--status`), if there is one.
+fn status_listener(config: &Config) -> Result<Option<Listener>, StartError> {
+    let Some(address) = &config.global.status else {
+        return Ok(None);
+    };
+    let places = address.resolve("--status")?;
+    let first = places.first().ok_or_else(|| {
+        StartError::invalid("--status", &address.to_string(), "resolves to no address")
+    })?;
+    Listener::bind(first, ListenOptions::default()).map(Some)
+}
+
 /// A worker's part of a process-wide budget.
 fn share(total: usize, workers: usize) -> usize {
     total.div_ceil(workers.max(1)).max(1)
@@ -411,8 +440,12 @@ fn sandbox_hint(err: &StartError, sandbox: bool) -> &'static str {
 }
 
 /// What the sandbox must leave moat: its files, its sockets, its ports.
-fn sandbox_plan(generation: &Generation, loops: &[EventLoop]) -> sandbox::Plan {
-    let bind_ports = loops
+fn sandbox_plan(
+    generation: &Generation,
+    loops: &[EventLoop],
+    status_port: Option<u16>,
+) -> sandbox::Plan {
+    let mut bind_ports: Vec<u16> = loops
         .first()
         .map(EventLoop::listening)
         .unwrap_or_default()
@@ -420,6 +453,7 @@ fn sandbox_plan(generation: &Generation, loops: &[EventLoop]) -> sandbox::Plan {
         .filter_map(|(_, local, _)| local.parse::<std::net::SocketAddr>().ok())
         .map(|addr| addr.port())
         .collect();
+    bind_ports.extend(status_port);
     let connect_ports = match &generation.config.demo {
         // The demo's legs connect to its own listeners.
         Some(_) => generation

@@ -261,6 +261,13 @@ pub fn service(
             "--unix-mode applies to a unix socket: --listen unix:/path".into(),
         ));
     }
+    if source.switch("accept-proxy")? && matches!(listen, Address::Unix(_)) {
+        return Err(StartError::Usage(
+            "--accept-proxy reads the header a load balancer sends over TCP: --listen must be \
+             a TCP address"
+                .into(),
+        ));
+    }
     let accept_proxy = match (source.switch("accept-proxy")?, source.has("proxy-timeout")) {
         (true, _) => Some(duration(source, "proxy-timeout", DEFAULT_PROXY_TIMEOUT)?),
         (false, true) => {

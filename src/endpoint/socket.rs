@@ -74,6 +74,14 @@ impl<S: Stream> Socket<S> {
         self.readable
     }
 
+    /// Records that the kernel has nothing more to read for now, learnt without a read
+    /// (a peek that found less than wanted); a closed half stays ready.
+    pub fn mark_drained(&mut self) {
+        if !self.read_closed {
+            self.readable = false;
+        }
+    }
+
     /// Whether a write may make progress.
     pub fn is_writable(&self) -> bool {
         self.writable

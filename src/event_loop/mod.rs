@@ -21,6 +21,7 @@
 
 mod command;
 mod services;
+mod status_host;
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -34,6 +35,8 @@ use slab::Slab;
 
 pub use command::{Command, Offer, Stats};
 use services::{listener_index, Services};
+use status_host::StatusHost;
+pub use status_host::StatusSetup;
 
 use crate::address::Peer;
 use crate::admission::{Admission, HandshakeRoom, LogLimiter, Shared, WARNING_INTERVAL};
@@ -69,6 +72,8 @@ pub struct WorkerSetup {
     pub shared: Arc<Shared>,
     /// This worker's counters, which the status endpoint reads.
     pub metrics: Arc<LoopMetrics>,
+    /// The status endpoint, if this worker serves it (`--status`, the first worker).
+    pub status: Option<StatusSetup>,
 }
 
 /// Everything one worker's loop owns. A single thread owns it all, so plain `&mut` suffices.
@@ -84,6 +89,7 @@ pub struct EventLoop {
     pool: BufferPool,
     admission: Admission,
     metrics: Arc<LoopMetrics>,
+    status: Option<StatusHost>,
     /// Ids go up by the worker count from the worker's index, so they never collide.
     next_id: u64,
     id_step: u64,
@@ -115,7 +121,12 @@ impl EventLoop {
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         setup.shared.add_waker(waker.clone());
+        let status = match setup.status {
+            Some(status) => Some(StatusHost::new(status, poll.registry())?),
+            None => None,
+        };
         let event_loop = Self {
+            status,
             poll,
             commands,
             services: Services::default(),
@@ -175,12 +186,16 @@ impl EventLoop {
             let mut commands = false;
             for event in events.iter() {
                 commands |= event.token() == WAKER;
-                self.dispatch(event);
+                self.dispatch(event, now);
             }
             if commands {
                 if let Err(e) = self.take_commands(now) {
                     break Err(e);
                 }
+            }
+            if let Some(status) = &mut self.status {
+                status.accept(self.poll.registry(), now);
+                status.expire(now);
             }
             self.accept(now);
             self.drive_ready(now);
@@ -207,6 +222,7 @@ impl EventLoop {
             self.admission.paused_until(),
             handshakes_free_at,
             self.shutdown_deadline,
+            self.status.as_ref().and_then(StatusHost::next_deadline),
         ]
         .into_iter()
         .flatten()
@@ -214,9 +230,14 @@ impl EventLoop {
         .map(|deadline| deadline.saturating_duration_since(now))
     }
 
-    fn dispatch(&mut self, event: &Event) {
+    fn dispatch(&mut self, event: &Event, now: Instant) {
         match event.token() {
             WAKER => {}
+            token if status_host::owns(token) => {
+                if let Some(status) = &mut self.status {
+                    status.on_event(token, now);
+                }
+            }
             token if listener_index(token).is_some() => {
                 if let Some(index) = listener_index(token) {
                     self.services.mark_acceptable(index);
@@ -260,8 +281,12 @@ impl EventLoop {
 
     /// Stops accepting; open tunnels have `grace` to finish.
     fn begin_shutdown(&mut self, grace: Duration, now: Instant) {
-        // Closing the listeners also takes them out of the poll.
+        // Closing the listeners also takes them out of the poll. The status endpoint stays,
+        // to say that moat is draining.
         self.services.close_all();
+        if let Some(status) = &mut self.status {
+            status.draining();
+        }
         let deadline = now + grace;
         self.shutdown_deadline = Some(self.shutdown_deadline.map_or(deadline, |d| d.min(deadline)));
     }
@@ -294,13 +319,19 @@ impl EventLoop {
                     self.metrics.refusals.inc(crate::metrics::Refusal::MaxConns);
                     return;
                 }
+                // Behind a load balancer the address to count comes in the PROXY header.
+                let counts_at_accept = self
+                    .services
+                    .service_of(index)
+                    .is_some_and(|(route, _)| route.accept_proxy.is_none());
                 let Some(listener) = self.services.acceptable(index) else {
                     self.admission.shared().release();
                     break;
                 };
                 match listener.accept() {
                     Ok((stream, peer)) => {
-                        if !self.admission.shared().admit_ip(peer.ip(), now) {
+                        let counted = peer.ip().filter(|_| counts_at_accept);
+                        if !self.admission.shared().admit_ip(counted, now) {
                             self.admission.shared().release();
                             self.metrics.refusals.inc(crate::metrics::Refusal::PerIp);
                             continue; // dropping the stream closes it
@@ -308,7 +339,7 @@ impl EventLoop {
                         if let HandshakeRoom::Evict(key) = room {
                             self.evict(key, now);
                         }
-                        self.open_tunnel(index, stream, peer, now);
+                        self.open_tunnel(index, stream, peer, counted, now);
                     }
                     Err(e) => {
                         self.admission.shared().release();
@@ -351,9 +382,16 @@ impl EventLoop {
 
     /// A tunnel for a connection just accepted on listener `index`. Its place under the
     /// connection cap is already reserved, and `peer` counted.
-    fn open_tunnel(&mut self, index: usize, mut stream: Conn, peer: Peer, now: Instant) {
+    fn open_tunnel(
+        &mut self,
+        index: usize,
+        mut stream: Conn,
+        peer: Peer,
+        counted: Option<std::net::IpAddr>,
+        now: Instant,
+    ) {
         let Some((route, metrics)) = self.services.service_of(index) else {
-            self.give_back(peer);
+            self.give_back(counted);
             return;
         };
         let (route, metrics) = (route.clone(), metrics.clone());
@@ -369,7 +407,7 @@ impl EventLoop {
                 "cannot watch connection from {peer}: {}",
                 crate::error::plain_io(&e)
             );
-            self.give_back(peer);
+            self.give_back(counted);
             return;
         }
         let id = self.next_id;
@@ -377,10 +415,11 @@ impl EventLoop {
             Ok(tunnel) => tunnel,
             Err(e) => {
                 log::warn!("cannot start tunnel for {peer}: {e}");
-                self.give_back(peer);
+                self.give_back(counted);
                 return;
             }
         };
+        tunnel.counted_ip = counted;
         self.next_id += self.id_step;
         log::debug!(tunnel = id; "tunnel {id}: accepted {peer} on {}", tunnel.route.name);
         tunnel.metrics.tunnel_opened();
@@ -397,8 +436,8 @@ impl EventLoop {
     }
 
     /// Gives back the places a tunnel that never started had taken.
-    fn give_back(&self, peer: Peer) {
-        self.admission.shared().release_ip(peer.ip());
+    fn give_back(&self, counted: Option<std::net::IpAddr>) {
+        self.admission.shared().release_ip(counted);
         self.admission.shared().release();
     }
 
@@ -430,6 +469,18 @@ impl EventLoop {
                     }
                 }
             }
+            if let Ok(step) = &result {
+                if step.proxy_done {
+                    // The PROXY header named the client: count it now.
+                    let ip = tunnel.peer.ip();
+                    if !self.admission.shared().admit_ip(ip, now) {
+                        self.metrics.refusals.inc(crate::metrics::Refusal::PerIp);
+                        self.end_tunnel(key, EndReason::TooManyFromPeer, now);
+                        continue;
+                    }
+                    tunnel.counted_ip = ip;
+                }
+            }
             match result {
                 Ok(_) if tunnel.has_ended() => self.remove_tunnel(key),
                 Ok(_) if tunnel.is_finished() => {
@@ -446,7 +497,8 @@ impl EventLoop {
                     } else if step.progressed {
                         self.timers.touch(key, now);
                     }
-                    if step.again {
+                    // After a PROXY header the handshake may already be waiting behind it.
+                    if step.again || step.proxy_done {
                         tunnel.queued = true;
                         self.ready.push_back((key, id));
                     }
@@ -555,7 +607,7 @@ impl EventLoop {
         self.admission.forget(key);
         if let Some(mut tunnel) = self.tunnels.try_remove(key) {
             tunnel.release(&mut self.pool);
-            self.admission.shared().release_ip(tunnel.peer.ip());
+            self.admission.shared().release_ip(tunnel.counted_ip);
             self.admission.shared().release();
         }
     }

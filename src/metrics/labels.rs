@@ -113,6 +113,8 @@ impl TunnelEnd {
             EndReason::HandshakeEof(_) => Self::HandshakeEof,
             EndReason::Connect(_) => Self::ConnectError,
             EndReason::Io(..) => Self::IoError,
+            EndReason::ProxyHeader(_) => Self::ProxyHeaderError,
+            EndReason::TooManyFromPeer => Self::RefusedPolicy,
         }
     }
 }

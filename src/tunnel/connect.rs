@@ -60,7 +60,8 @@ impl Tunnel {
         if let Upstream::Connecting { socket, .. } =
             std::mem::replace(&mut self.up, Upstream::NotDialled)
         {
-            self.up = Upstream::Open(target_endpoint(route, socket)?);
+            let prelude = self.proxy_header().unwrap_or_default();
+            self.up = Upstream::Open(target_endpoint(route, socket, prelude)?);
         }
         Ok(true)
     }
@@ -106,14 +107,15 @@ fn connected(socket: &Socket) -> io::Result<bool> {
     }
 }
 
-/// The upstream end once TCP is connected: plain, or a TLS client session.
-fn target_endpoint(route: &Route, socket: Socket) -> Result<Endpoint, EndReason> {
+/// The upstream end once TCP is connected: plain (after `prelude`, a PROXY header), or a
+/// TLS client session.
+fn target_endpoint(route: &Route, socket: Socket, prelude: Vec<u8>) -> Result<Endpoint, EndReason> {
     match &route.target {
         Target::Remote { tls: Some(tls), .. } => {
             let conn = UnbufferedClientConnection::new(tls.config.clone(), tls.server_name.clone())
                 .map_err(|e| EndReason::Tls(Side::Target, e))?;
             Ok(Endpoint::tls(socket, Session::Client(conn)))
         }
-        _ => Ok(Endpoint::plain(socket)),
+        _ => Ok(Endpoint::plain_after(socket, prelude)),
     }
 }

@@ -29,9 +29,12 @@ use crate::timer::TimerClass;
 use crate::tls::{identity, notes};
 
 mod connect;
+mod proxy;
 mod reason;
 mod relay;
 mod report;
+
+use proxy::ProxyIn;
 
 use reason::tls_failure;
 pub use reason::{EndReason, Side};
@@ -53,6 +56,8 @@ pub struct Step {
     /// The tunnel's TLS handshake (the client's in server mode, the target's in client
     /// mode) finished during this drive.
     pub handshake_done: bool,
+    /// The PROXY header arrived during this drive: the peer is now the address it carries.
+    pub proxy_done: bool,
 }
 
 /// What the loop lends a tunnel while driving it.
@@ -110,6 +115,12 @@ pub struct Tunnel {
     /// Bytes the kernel held for the peers when an idle or close deadline last passed with
     /// bytes still queued; `None` once the tunnel moved bytes itself.
     queued_at_deadline: Option<usize>,
+    /// Whether a PROXY header is still to be read (`--accept-proxy`).
+    proxy_in: ProxyIn,
+    /// Where the client connected, as the PROXY header said.
+    proxied_to: Option<std::net::SocketAddr>,
+    /// The address counted for `--max-conns-per-ip`, to give back at the end.
+    pub counted_ip: Option<std::net::IpAddr>,
 }
 
 impl Tunnel {
@@ -122,6 +133,7 @@ impl Tunnel {
         peer: Peer,
         now: Instant,
     ) -> io::Result<Self> {
+        let route_accepts_proxy = route.accept_proxy.is_some();
         let down = match &route.accept_tls {
             Some(tls) => {
                 let conn = UnbufferedServerConnection::new(tls.config.clone())
@@ -149,6 +161,13 @@ impl Tunnel {
             first_target: None,
             lingering: None,
             queued_at_deadline: None,
+            proxy_in: if route_accepts_proxy {
+                ProxyIn::Waiting
+            } else {
+                ProxyIn::Done
+            },
+            proxied_to: None,
+            counted_ip: None,
         })
     }
 
@@ -194,6 +213,8 @@ impl Tunnel {
     /// How far the tunnel's TLS handshake has come, if one is under way.
     pub fn handshake_stage(&self) -> Option<HandshakeStage> {
         match &self.up {
+            // A PROXY header counts in the budget like a hello that has not come.
+            _ if self.proxy_in == ProxyIn::Waiting => Some(HandshakeStage::Hello),
             _ if self.down.is_handshaking() && !self.down.has_sent() => Some(HandshakeStage::Hello),
             _ if self.down.is_handshaking() => Some(HandshakeStage::Answered),
             Upstream::Open(up) if up.is_handshaking() => Some(HandshakeStage::Answered),
@@ -205,6 +226,9 @@ impl Tunnel {
     pub fn timer_class(&self) -> TimerClass {
         if self.lingering.is_some() {
             return TimerClass::Linger;
+        }
+        if self.proxy_in == ProxyIn::Waiting {
+            return TimerClass::Proxy;
         }
         match &self.up {
             _ if self.down.is_handshaking() => TimerClass::Handshake,
@@ -228,6 +252,15 @@ impl Tunnel {
             return Ok(Step::default());
         }
         let mut step = Step::default();
+        if self.proxy_in == ProxyIn::Waiting {
+            if !self.read_proxy_header()? {
+                return Ok(step);
+            }
+            step.progressed = true;
+            step.proxy_done = true;
+            // The loop counts the new peer before the tunnel goes on.
+            return Ok(step);
+        }
         if self.down.is_handshaking() {
             let (stepped, notes) = notes::during(|| self.down.handshake(ctx.pool));
             if let Some(name) = notes.server_name {
@@ -367,7 +400,12 @@ impl Tunnel {
         let Upstream::Open(up) = &mut self.up else {
             return Ok((false, false));
         };
-        self.relay.run(&mut self.down, up, pool)
+        let (moved, again) = self.relay.run(&mut self.down, up, pool)?;
+        // A PROXY header no data went out with goes alone: the backend may speak first.
+        let wrote = up
+            .flush_prelude()
+            .map_err(|e| reason::failure(Side::Target, e))?;
+        Ok((moved || wrote, again))
     }
 
     /// The client's handshake is done. A resumed session's certificate is checked again

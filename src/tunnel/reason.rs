@@ -67,6 +67,10 @@ pub enum EndReason {
     Connect(io::Error),
     /// A socket failed (reset, broken pipe).
     Io(Side, io::Error),
+    /// The PROXY protocol header from the load balancer was missing, malformed or too long.
+    ProxyHeader(String),
+    /// The address the PROXY header named already has `--max-conns-per-ip` tunnels.
+    TooManyFromPeer,
 }
 
 impl EndReason {
@@ -108,6 +112,10 @@ impl fmt::Display for EndReason {
                 write!(f, "cannot connect to target: {}", crate::error::plain_io(e))
             }
             Self::Io(side, e) => write!(f, "{side} {}", crate::error::plain_io(e)),
+            Self::ProxyHeader(why) => f.write_str(why),
+            Self::TooManyFromPeer => {
+                f.write_str("refused: too many tunnels from this address (--max-conns-per-ip)")
+            }
         }
     }
 }

@@ -172,6 +172,10 @@ impl<S: Stream> TlsEnd<S> {
         }
     }
 
+    pub(super) fn socket(&self) -> &Socket<S> {
+        &self.socket
+    }
+
     pub(super) fn socket_mut(&mut self) -> &mut Socket<S> {
         &mut self.socket
     }
