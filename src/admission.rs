@@ -288,7 +288,12 @@ pub struct Shared {
     waiting: AtomicBool,
     wakers: Mutex<Vec<Arc<mio::Waker>>>,
     per_ip: PerIpTable,
+    /// Lines for tunnels that never got established, for the whole process.
+    unestablished_lines: Mutex<LogLimiter>,
 }
+
+/// Lines per [`WARNING_INTERVAL`] for tunnels that ended before they were established.
+const UNESTABLISHED_BURST: u32 = 20;
 
 impl Shared {
     /// Caps for the process: `max_conns` tunnels, `max_per_ip` from one address.
@@ -299,7 +304,18 @@ impl Shared {
             waiting: AtomicBool::new(false),
             wakers: Mutex::new(Vec::new()),
             per_ip: PerIpTable::new(max_per_ip),
+            unestablished_lines: Mutex::new(LogLimiter::with_burst(
+                WARNING_INTERVAL,
+                UNESTABLISHED_BURST,
+            )),
         }
+    }
+
+    /// Whether to log the end of a tunnel that was never established (refused, timed out,
+    /// evicted): what a flood is made of, so only a burst per interval is logged, for the
+    /// whole process. If so, also how many were held back before it.
+    pub fn allow_unestablished_line(&self, now: Instant) -> Option<u64> {
+        self.unestablished_lines.lock().ok()?.allow(now)
     }
 
     /// Adds a worker to wake when room frees up at the cap.

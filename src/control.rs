@@ -70,7 +70,7 @@ pub fn run(
     let mut ids = 0;
     let (generation, offers, guide) = match &config.demo {
         Some(settings) => {
-            let (built, guide) = demo::services(settings)?;
+            let (built, guide) = demo::services(settings, workers > 1)?;
             let (generation, offers) = Generation::prebuilt(config, built, workers, &mut ids)?;
             (generation, offers, Some(guide))
         }

@@ -24,7 +24,15 @@ const CLIENT_KEY: &str = include_str!("../certs/client.key");
 /// The three demo services, each with its listener: client leg at the base port, TLS leg
 /// at base + 1, echo at base + 2 (or three free ports when the base port is 0); and the
 /// guide that says how to try them (printed once moat is ready).
-pub fn services(settings: &DemoMode) -> Result<(Vec<(Service, Listener)>, String), StartError> {
+/// With `reuse_port`, each listener lets more (one per worker) bind beside it.
+pub fn services(
+    settings: &DemoMode,
+    reuse_port: bool,
+) -> Result<(Vec<(Service, Listener)>, String), StartError> {
+    let options = ListenOptions {
+        unix_mode: None,
+        reuse_port,
+    };
     let port = |offset: u16| {
         let mut addr = settings.base;
         if addr.port() != 0 {
@@ -35,6 +43,7 @@ pub fn services(settings: &DemoMode) -> Result<(Vec<(Service, Listener)>, String
     let ca = Pem::embedded("--client-ca", "certs/ca.pem", CA);
 
     let (echo, echo_listener) = bound(
+        options,
         &port(2),
         Route::new("demo echo backend", None, Target::Mirror),
         "itself",
@@ -58,7 +67,7 @@ pub fn services(settings: &DemoMode) -> Result<(Vec<(Service, Listener)>, String
         Some(server_tls),
         Target::remote(vec![echo_addr.clone()], None),
     );
-    let (tls_leg, tls_listener) = bound(&port(1), tls_route, &echo_addr.to_string())?;
+    let (tls_leg, tls_listener) = bound(options, &port(1), tls_route, &echo_addr.to_string())?;
     let tls_addr = tls_leg.listen_at[0].clone();
 
     let client_tls = ClientSettings {
@@ -85,7 +94,8 @@ pub fn services(settings: &DemoMode) -> Result<(Vec<(Service, Listener)>, String
             }),
         ),
     );
-    let (client_leg, client_listener) = bound(&port(0), client_route, &tls_addr.to_string())?;
+    let (client_leg, client_listener) =
+        bound(options, &port(0), client_route, &tls_addr.to_string())?;
     let guide = guide(&client_leg.listen_at[0], &tls_addr, &echo_addr);
     Ok((
         vec![
@@ -100,11 +110,12 @@ pub fn services(settings: &DemoMode) -> Result<(Vec<(Service, Listener)>, String
 /// Binds `at` for `route`: the demo's legs lead to each other, so each must know where
 /// the next one listens before it is built.
 fn bound(
+    options: ListenOptions,
     at: &SocketAddress,
     route: Route,
     targets: &str,
 ) -> Result<(Service, Listener), StartError> {
-    let listener = Listener::bind(at, ListenOptions::default())?;
+    let listener = Listener::bind(at, options)?;
     let local = listener.local().map_err(StartError::Runtime)?;
     Ok((Service::fixed(route, local, targets.to_owned()), listener))
 }

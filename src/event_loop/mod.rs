@@ -39,7 +39,7 @@ use status_host::StatusHost;
 pub use status_host::StatusSetup;
 
 use crate::address::Peer;
-use crate::admission::{Admission, HandshakeRoom, LogLimiter, Shared, WARNING_INTERVAL};
+use crate::admission::{Admission, HandshakeRoom, Shared};
 use crate::buffer::BufferPool;
 use crate::endpoint::{Conn, Readiness, Socket};
 use crate::logger;
@@ -52,9 +52,6 @@ const WAKER: Token = Token(usize::MAX);
 
 /// Connections accepted per listener per turn, so a connect storm cannot starve open tunnels.
 const ACCEPT_BUDGET: usize = 64;
-
-/// Lines per [`WARNING_INTERVAL`] for tunnels that ended before they were established.
-const UNESTABLISHED_BURST: u32 = 20;
 
 /// Events taken from the kernel per `poll` call.
 const EVENT_CAPACITY: usize = 1024;
@@ -93,8 +90,6 @@ pub struct EventLoop {
     /// Ids go up by the worker count from the worker's index, so they never collide.
     next_id: u64,
     id_step: u64,
-    /// Lines for tunnels that never got established (refused, timed out, evicted).
-    unestablished_lines: LogLimiter,
     shutdown_deadline: Option<Instant>,
     /// The control thread hung up: stop as soon as the tunnels are done.
     orphaned: bool,
@@ -138,7 +133,6 @@ impl EventLoop {
             metrics: setup.metrics,
             next_id: setup.index as u64,
             id_step: setup.count.max(1) as u64,
-            unestablished_lines: LogLimiter::with_burst(WARNING_INTERVAL, UNESTABLISHED_BURST),
             shutdown_deadline: None,
             orphaned: false,
         };
@@ -567,7 +561,7 @@ impl EventLoop {
         let established = tunnel.is_established();
         if established {
             tunnel.log_end(&reason, now);
-        } else if let Some(held_back) = self.unestablished_lines.allow(now) {
+        } else if let Some(held_back) = self.admission.shared().allow_unestablished_line(now) {
             // Failed handshakes and connects are what a flood is made of: log a few.
             tunnel.log_end(&reason, now);
             if held_back > 0 {

@@ -60,6 +60,7 @@ impl Moat {
             _ => {
                 let mut moat = Command::new(env!("CARGO_BIN_EXE_moat"));
                 moat.args(args);
+                moat.args(test_workers(args));
                 moat
             }
         };
@@ -180,6 +181,17 @@ impl Drop for Moat {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// `--workers N` when the suite runs with `MOAT_TEST_WORKERS=N` (`.ci/run` runs it a second
+/// time so), for every moat that serves: the worker count must not change any outcome.
+fn test_workers(args: &[&str]) -> Vec<String> {
+    let serves = matches!(args.first(), Some(&"server" | &"client" | &"demo"))
+        || (args.contains(&"--config") && !args.contains(&"check") && !args.contains(&"--check"));
+    match std::env::var("MOAT_TEST_WORKERS") {
+        Ok(n) if serves && !args.contains(&"--workers") => vec!["--workers".into(), n],
+        _ => Vec::new(),
     }
 }
 
