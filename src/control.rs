@@ -107,6 +107,7 @@ pub fn run(
             max_handshakes: share(limits.max_handshakes, workers),
             shared: shared.clone(),
             metrics: metrics[index].clone(),
+            trace: generation.config.global.trace.clone(),
             status: status.take().map(|listener| StatusSetup {
                 listener,
                 process: process.clone(),

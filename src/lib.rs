@@ -46,6 +46,7 @@ pub mod service;
 pub mod status;
 pub mod timer;
 pub mod tls;
+pub mod trace;
 pub mod tunnel;
 
 pub use config::Config;

@@ -19,6 +19,7 @@
 //! process-wide caps ([`crate::admission::Shared`]) and their commands from the control
 //! thread ([`crate::control`]), which handles signals and reloads.
 
+mod accept;
 mod command;
 mod services;
 mod status_host;
@@ -30,7 +31,7 @@ use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use mio::event::Event;
-use mio::{Events, Interest, Poll, Token, Waker};
+use mio::{Events, Poll, Token, Waker};
 use slab::Slab;
 
 pub use command::{Command, Offer, Stats};
@@ -38,10 +39,9 @@ use services::{listener_index, Services};
 use status_host::StatusHost;
 pub use status_host::StatusSetup;
 
-use crate::address::Peer;
 use crate::admission::{Admission, HandshakeRoom, Shared};
 use crate::buffer::BufferPool;
-use crate::endpoint::{Conn, Readiness, Socket};
+use crate::endpoint::Readiness;
 use crate::logger;
 use crate::metrics::{HandshakeFailure, LoopMetrics, Negotiated, TunnelEnd};
 use crate::timer::{TimerClass, Timers};
@@ -71,6 +71,8 @@ pub struct WorkerSetup {
     pub metrics: Arc<LoopMetrics>,
     /// The status endpoint, if this worker serves it (`--status`, the first worker).
     pub status: Option<StatusSetup>,
+    /// Which tunnels `--trace` follows.
+    pub trace: crate::config::Trace,
 }
 
 /// Everything one worker's loop owns. A single thread owns it all, so plain `&mut` suffices.
@@ -93,6 +95,7 @@ pub struct EventLoop {
     shutdown_deadline: Option<Instant>,
     /// The control thread hung up: stop as soon as the tunnels are done.
     orphaned: bool,
+    trace: crate::config::Trace,
 }
 
 impl fmt::Debug for EventLoop {
@@ -135,6 +138,7 @@ impl EventLoop {
             id_step: setup.count.max(1) as u64,
             shutdown_deadline: None,
             orphaned: false,
+            trace: setup.trace,
         };
         Ok((event_loop, waker))
     }
@@ -242,7 +246,9 @@ impl EventLoop {
                 let Some(tunnel) = self.tunnels.get_mut(key) else {
                     return;
                 };
-                tunnel.mark(side, Readiness::of(event));
+                let ready = Readiness::of(event);
+                tunnel.trace_line(format_args!("event on {side}: {ready}"));
+                tunnel.mark(side, ready);
                 if !tunnel.queued {
                     tunnel.queued = true;
                     self.ready.push_back((key, tunnel.id));
@@ -285,156 +291,6 @@ impl EventLoop {
         self.shutdown_deadline = Some(self.shutdown_deadline.map_or(deadline, |d| d.min(deadline)));
     }
 
-    fn can_accept(&mut self, now: Instant) -> bool {
-        !self.admission.at_cap()
-            && !self.admission.paused(now)
-            && !matches!(
-                self.admission.handshake_room(now),
-                HandshakeRoom::FullUntil(_)
-            )
-            && self.services.any_acceptable()
-    }
-
-    /// Accepts what the listeners hold, up to the caps and the per-turn budget.
-    fn accept(&mut self, now: Instant) {
-        if self.admission.paused(now) {
-            return;
-        }
-        for index in 0..self.services.listener_count() {
-            for _ in 0..ACCEPT_BUDGET {
-                if self.services.acceptable(index).is_none() {
-                    break;
-                }
-                let room = self.admission.handshake_room(now);
-                if let HandshakeRoom::FullUntil(_) = room {
-                    return;
-                }
-                if !self.admission.reserve() {
-                    self.metrics.refusals.inc(crate::metrics::Refusal::MaxConns);
-                    return;
-                }
-                // Behind a load balancer the address to count comes in the PROXY header.
-                let counts_at_accept = self
-                    .services
-                    .service_of(index)
-                    .is_some_and(|(route, _)| route.accept_proxy.is_none());
-                let Some(listener) = self.services.acceptable(index) else {
-                    self.admission.shared().release();
-                    break;
-                };
-                match listener.accept() {
-                    Ok((stream, peer)) => {
-                        let counted = peer.ip().filter(|_| counts_at_accept);
-                        if !self.admission.shared().admit_ip(counted, now) {
-                            self.admission.shared().release();
-                            self.metrics.refusals.inc(crate::metrics::Refusal::PerIp);
-                            continue; // dropping the stream closes it
-                        }
-                        if let HandshakeRoom::Evict(key) = room {
-                            self.evict(key, now);
-                        }
-                        self.open_tunnel(index, stream, peer, counted, now);
-                    }
-                    Err(e) => {
-                        self.admission.shared().release();
-                        match e.kind() {
-                            io::ErrorKind::WouldBlock => self.services.mark_drained(index),
-                            // The client gave up before we got to it; the next may be fine.
-                            io::ErrorKind::ConnectionAborted | io::ErrorKind::Interrupted => {}
-                            _ => {
-                                self.admission.accept_failed(&e, now);
-                                self.metrics.accept_pauses.inc();
-                                return;
-                            }
-                        }
-                    }
-                }
-            }
-        }
-    }
-
-    /// Ends the oldest handshake to make room for a newcomer (slowloris defence).
-    fn evict(&mut self, key: usize, now: Instant) {
-        self.admission.note_eviction(now);
-        self.metrics
-            .refusals
-            .inc(crate::metrics::Refusal::HandshakeBudgetEviction);
-        // Near the connection cap the descriptor is worth more than slowing the attacker.
-        let (open, max) = (
-            self.admission.shared().open(),
-            self.admission.shared().max(),
-        );
-        if open < max / 4 * 3 {
-            if let Some(tunnel) = self.tunnels.get_mut(key) {
-                tunnel.hold(&mut self.pool);
-            }
-            self.admission.forget(key);
-        } else {
-            self.end_tunnel(key, EndReason::Evicted, now);
-        }
-    }
-
-    /// A tunnel for a connection just accepted on listener `index`. Its place under the
-    /// connection cap is already reserved, and `peer` counted.
-    fn open_tunnel(
-        &mut self,
-        index: usize,
-        mut stream: Conn,
-        peer: Peer,
-        counted: Option<std::net::IpAddr>,
-        now: Instant,
-    ) {
-        let Some((route, metrics)) = self.services.service_of(index) else {
-            self.give_back(counted);
-            return;
-        };
-        let (route, metrics) = (route.clone(), metrics.clone());
-        let entry = self.tunnels.vacant_entry();
-        let key = entry.key();
-        let interest = Interest::READABLE | Interest::WRITABLE;
-        if let Err(e) =
-            self.poll
-                .registry()
-                .register(&mut stream, Side::Client.token(key), interest)
-        {
-            log::warn!(
-                "cannot watch connection from {peer}: {}",
-                crate::error::plain_io(&e)
-            );
-            self.give_back(counted);
-            return;
-        }
-        let id = self.next_id;
-        let mut tunnel = match Tunnel::new(id, route, metrics, Socket::new(stream), peer, now) {
-            Ok(tunnel) => tunnel,
-            Err(e) => {
-                log::warn!("cannot start tunnel for {peer}: {e}");
-                self.give_back(counted);
-                return;
-            }
-        };
-        tunnel.counted_ip = counted;
-        self.next_id += self.id_step;
-        log::debug!(tunnel = id; "tunnel {id}: accepted {peer} on {}", tunnel.route.name);
-        tunnel.metrics.tunnel_opened();
-        // Queue it once: client mode dials right away, and a server-mode client's hello may
-        // already be in the socket.
-        tunnel.queued = true;
-        self.ready.push_back((key, id));
-        let class = tunnel.timer_class();
-        self.timers
-            .set(key, class, tunnel.route.deadline(class), now);
-        self.admission
-            .track(key, tunnel.handshake_stage(), false, now);
-        entry.insert(tunnel);
-    }
-
-    /// Gives back the places a tunnel that never started had taken.
-    fn give_back(&self, counted: Option<std::net::IpAddr>) {
-        self.admission.shared().release_ip(counted);
-        self.admission.shared().release();
-    }
-
     /// Drives each queued tunnel once. Tunnels queued during this pass wait for the next turn.
     fn drive_ready(&mut self, now: Instant) {
         for _ in 0..self.ready.len() {
@@ -446,6 +302,12 @@ impl EventLoop {
             };
             tunnel.queued = false;
             let route = Arc::clone(&tunnel.route);
+            if tunnel.traced {
+                self.pool.trace_for(Some(crate::trace::Tag {
+                    tunnel: tunnel.id,
+                    side: "",
+                }));
+            }
             let mut ctx = Ctx {
                 registry: self.poll.registry(),
                 key,
@@ -453,6 +315,7 @@ impl EventLoop {
                 pool: &mut self.pool,
             };
             let result = tunnel.drive(&mut ctx);
+            self.pool.trace_for(None);
             if let Ok(step) = &result {
                 if step.handshake_done {
                     if let Some(common) = tunnel.tls_common() {
@@ -473,6 +336,9 @@ impl EventLoop {
                         continue;
                     }
                     tunnel.counted_ip = ip;
+                    if !tunnel.traced && crate::trace::wanted(&self.trace, ip) {
+                        tunnel.trace();
+                    }
                 }
             }
             match result {
@@ -487,9 +353,17 @@ impl EventLoop {
                         tunnel.note_progress();
                     }
                     if self.timers.class_of(key) != Some(class) || step.redialed {
-                        self.timers.set(key, class, route.deadline(class), now);
-                    } else if step.progressed {
+                        let duration = route.deadline(class);
+                        self.timers.set(key, class, duration, now);
+                        tunnel.trace_line(format_args!(
+                            "deadline {} armed: {duration:?}",
+                            class.name()
+                        ));
+                    } else if step.progressed
+                        && matches!(class, TimerClass::Idle | TimerClass::Close)
+                    {
                         self.timers.touch(key, now);
+                        tunnel.trace_line(format_args!("deadline {} moved", class.name()));
                     }
                     // After a PROXY header the handshake may already be waiting behind it.
                     if step.again || step.proxy_done {
@@ -521,6 +395,7 @@ impl EventLoop {
                 self.timers.set(key, class, route.deadline(class), now);
                 continue;
             }
+            tunnel.trace_line(format_args!("deadline {} passed", class.name()));
             tunnel.metrics.timeouts.inc(class);
             if class == TimerClass::Connect {
                 let ctx = Ctx {

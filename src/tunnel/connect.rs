@@ -39,7 +39,17 @@ impl Tunnel {
             let addr = ctx.route.target.addr(first, self.dials).cloned();
             self.dials += 1;
             match dial(ctx, addr) {
-                Ok(upstream) => {
+                Ok(mut upstream) => {
+                    if let (true, Upstream::Connecting { socket, addr }) =
+                        (self.traced, &mut upstream)
+                    {
+                        let tag = crate::trace::Tag {
+                            tunnel: self.id,
+                            side: "target",
+                        };
+                        tag.line(format_args!("connecting to {addr} (nonblocking)"));
+                        socket.set_trace(tag);
+                    }
                     self.up = upstream;
                     return Ok(());
                 }
@@ -57,6 +67,9 @@ impl Tunnel {
             return Ok(false);
         }
         log::debug!(tunnel = self.id; "tunnel {}: connected to target {addr}", self.id);
+        self.trace_line(format_args!(
+            "target: connected to {addr} (writable, and SO_ERROR says no error)"
+        ));
         if let Upstream::Connecting { socket, .. } =
             std::mem::replace(&mut self.up, Upstream::NotDialled)
         {

@@ -121,6 +121,8 @@ pub struct Tunnel {
     proxied_to: Option<std::net::SocketAddr>,
     /// The address counted for `--max-conns-per-ip`, to give back at the end.
     pub counted_ip: Option<std::net::IpAddr>,
+    /// Whether `--trace` follows this tunnel.
+    pub traced: bool,
 }
 
 impl Tunnel {
@@ -168,6 +170,7 @@ impl Tunnel {
             },
             proxied_to: None,
             counted_ip: None,
+            traced: false,
         })
     }
 
@@ -302,6 +305,28 @@ impl Tunnel {
         step.progressed |= moved;
         step.again = again;
         Ok(step)
+    }
+
+    /// Follows this tunnel with `--trace` from now on.
+    pub fn trace(&mut self) {
+        self.traced = true;
+        if let Some(socket) = self.down.socket_mut() {
+            socket.set_trace(crate::trace::Tag {
+                tunnel: self.id,
+                side: "client",
+            });
+        }
+    }
+
+    /// A trace line about this tunnel, when it is traced.
+    pub fn trace_line(&self, what: std::fmt::Arguments<'_>) {
+        if self.traced {
+            crate::trace::Tag {
+                tunnel: self.id,
+                side: "",
+            }
+            .line(what);
+        }
     }
 
     /// When the tunnel was accepted.
