@@ -46,13 +46,13 @@ fail() { echo "conformance: $*" >&2; exit 1; }
 
 # --- the tools ---------------------------------------------------------------------------
 testssl=${TESTSSL:-$(command -v testssl || command -v testssl.sh || true)}
-[ -n "$testssl" ] || fail "testssl.sh is not installed; install it (Debian/Ubuntu: apt-get install testssl.sh) or set TESTSSL=/path/to/testssl.sh"
+[[ -n $testssl && -x $testssl ]] || fail "testssl.sh is not installed${TESTSSL:+ at $TESTSSL}; install it (Debian/Ubuntu: apt-get install testssl.sh) or set TESTSSL=/path/to/testssl.sh"
 for tool in openssl python3 timeout; do
   command -v "$tool" >/dev/null || fail "$tool is not installed (Debian/Ubuntu: apt-get install openssl python3 coreutils)"
 done
 if [ "$use_sslyze" = 1 ]; then
   sslyze=${SSLYZE:-$(command -v sslyze || true)}
-  [ -n "$sslyze" ] || fail "sslyze is not installed; install it (python3 -m venv ~/.venvs/sslyze && ~/.venvs/sslyze/bin/pip install sslyze==6.3.1, then SSLYZE=~/.venvs/sslyze/bin/sslyze), or give --no-sslyze"
+  [[ -n $sslyze && -x $sslyze ]] || fail "sslyze is not installed${SSLYZE:+ at $SSLYZE}; install it (python3 -m venv ~/.venvs/sslyze && ~/.venvs/sslyze/bin/pip install sslyze==6.3.1, then SSLYZE=~/.venvs/sslyze/bin/sslyze), or give --no-sslyze"
 fi
 if [ -z "$moat" ]; then
   (cd "$root" && cargo build --quiet --bin moat)

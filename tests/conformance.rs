@@ -13,10 +13,12 @@ use serde_json::{json, Value};
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 
-/// Where `name` is on the PATH (or in the environment variable `var`, if set).
+/// The program the environment variable `var` names, if set, else the first of `names` on
+/// the PATH.
 fn find_program(var: &str, names: &[&str]) -> Option<PathBuf> {
-    if let Some(path) = std::env::var_os(var) {
-        return Some(PathBuf::from(path));
+    if let Some(path) = std::env::var_os(var).filter(|p| !p.is_empty()) {
+        let path = PathBuf::from(path);
+        return path.is_file().then_some(path);
     }
     let path = std::env::var_os("PATH")?;
     std::env::split_paths(&path)
@@ -30,7 +32,7 @@ fn require(var: &str, names: &[&str], install: &str) -> PathBuf {
         panic!(
             "`{}` is not installed or not on PATH; the conformance test needs it: {install} \
              (or set {var}=/path/to/it); .ci/run installs it",
-            names[0]
+            names.join("` or `")
         )
     })
 }
