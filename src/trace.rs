@@ -26,7 +26,12 @@ pub struct Tag {
 impl Tag {
     /// Logs one trace line about this tunnel.
     pub fn line(self, what: fmt::Arguments<'_>) {
-        log::info!(tunnel = self.tunnel; "trace tunnel {} {}: {what}", self.tunnel, self.side);
+        let (space, side) = if self.side.is_empty() {
+            ("", "")
+        } else {
+            (" ", self.side)
+        };
+        log::info!(tunnel = self.tunnel; "trace tunnel {}{space}{side}: {what}", self.tunnel);
     }
 }
 
