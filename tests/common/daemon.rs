@@ -35,19 +35,21 @@ pub fn missing(program: &str) -> ! {
     )
 }
 
-/// `program` as found on PATH (or the path itself if it has a slash); fails the test with an
-/// install hint if it is not there.
+/// `program` where [`find_on_path`] finds it (or the path itself if it has a slash); fails the
+/// test with an install hint if it is not there.
 pub fn require(program: &str) -> PathBuf {
     find_on_path(program).unwrap_or_else(|| missing(program))
 }
 
-/// `program` as found on PATH, if it is there.
+/// `program` as found on PATH, or in an sbin directory (Debian puts `mariadbd` in /usr/sbin,
+/// which not every PATH has), if it is there.
 pub fn find_on_path(program: &str) -> Option<PathBuf> {
     if program.contains('/') {
         return Some(PathBuf::from(program)).filter(|p| p.is_file());
     }
-    let path = std::env::var_os("PATH")?;
+    let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
+        .chain(["/usr/local/sbin", "/usr/sbin", "/sbin"].map(PathBuf::from))
         .map(|dir| dir.join(program))
         .find(|p| p.is_file())
 }
