@@ -3,6 +3,7 @@
 
 #![allow(dead_code)] // each test binary uses a different part of this module
 
+pub mod daemon;
 pub mod pki;
 pub mod tls_client;
 
@@ -394,7 +395,7 @@ pub fn wait_closed(stream: &mut impl Read) -> io::Result<()> {
     }
 }
 
-/// A program nobody here wrote (`openssl`, `curl`), started by a test with its three standard
+/// A program nobody here wrote (`openssl`, `curl`, `psql`, `mariadb`), started by a test with its three standard
 /// streams piped. Standard output arrives in chunks on a channel, so every read has a
 /// deadline; the process is killed (by its own handle) if the test ends first.
 pub struct Tool {
@@ -406,7 +407,7 @@ pub struct Tool {
 
 impl Tool {
     /// Starts `program ARGS...` in `dir` (or the current directory). A missing program
-    /// fails the test with a message that says what to install.
+    /// fails the test with a message that says what to install ([`daemon::missing`]).
     pub fn spawn(program: &str, args: &[&str], dir: Option<&std::path::Path>) -> Self {
         let mut command = Command::new(program);
         command
@@ -419,10 +420,7 @@ impl Tool {
         }
         let mut child = match command.spawn() {
             Ok(child) => child,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => panic!(
-                "`{program}` is not installed or not on PATH; the interop tests need it \
-                 (Debian/Ubuntu: apt-get install openssl curl)"
-            ),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => daemon::missing(program),
             Err(e) => panic!("cannot start `{program}`: {e}"),
         };
         let (tx, stdout) = std::sync::mpsc::channel();
