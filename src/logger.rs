@@ -41,8 +41,12 @@ static PENDING: Mutex<Vec<u8>> = Mutex::new(Vec::new());
 /// Wakes the writer thread.
 static WAKE: Condvar = Condvar::new();
 
-/// Whether lines wait for [`flush`] (set while the poll loop runs).
-static BATCHING: AtomicBool = AtomicBool::new(false);
+// Whether lines wait for `flush` (set while a poll loop runs), per thread: a worker's loop
+// gathers its turn's lines, while a line from any other thread (the control thread's reload
+// or shutdown lines) wakes the writer at once.
+thread_local! {
+    static BATCHING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
 
 /// Lines dropped because the buffer was full.
 static DROPPED: AtomicU64 = AtomicU64::new(0);
@@ -98,7 +102,7 @@ pub fn start_writer() {
 /// Gathers lines until [`flush`] (`true`, while the loop runs), or wakes the writer for
 /// each line (`false`).
 pub fn batch(on: bool) {
-    BATCHING.store(on, Ordering::Relaxed);
+    BATCHING.with(|b| b.set(on));
     if !on {
         flush();
     }
@@ -216,7 +220,7 @@ fn queue(line: &[u8]) {
         return;
     }
     pending.extend_from_slice(line);
-    let wake = pending.len() >= WAKE_AT || !BATCHING.load(Ordering::Relaxed);
+    let wake = pending.len() >= WAKE_AT || !BATCHING.with(std::cell::Cell::get);
     drop(pending);
     if wake {
         WAKE.notify_one();
