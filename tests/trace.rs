@@ -22,7 +22,15 @@ fn a_traced_tunnel_shows_events_calls_tls_states_buffers_and_deadlines() {
     let got = tls_transfer(moat.addr(), client_config(&pki, Some("client")), b"ping").unwrap();
     assert_eq!(got, b"ping");
     moat.wait_for("tunnel closed");
-    let trace = moat.lines_with("trace tunnel 0");
+    // Which worker took the tunnel decides its id: read it off the accept line.
+    let accepted = moat.wait_for("accepted from 127.0.0.1:");
+    let id = accepted
+        .split("trace tunnel ")
+        .nth(1)
+        .and_then(|rest| rest.split([':', ' ']).next())
+        .expect("a tunnel id on the accept line")
+        .to_owned();
+    let trace = moat.lines_with(&format!("trace tunnel {id}"));
     for wanted in [
         "accepted from 127.0.0.1:",
         "edge-triggered",
