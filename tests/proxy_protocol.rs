@@ -17,7 +17,7 @@ use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use common::daemons::Daemon;
-use common::tls_client::{client_config, tls_connect};
+use common::tls_client::{client_config, tls_connect, tls_echo};
 use common::{args, wait_closed, Backend, Moat, Pki, PATIENCE};
 use moat::proxy_protocol::{self as pp, Addresses, Command, Parsed, ProxyHeader, Version};
 use rustls::pki_types::ServerName;
@@ -207,17 +207,23 @@ fn v2_tlvs_carry_alpn_sni_and_the_ssl_facts() {
         sub(pp::PP2_SUBTYPE_SSL_CIPHER).as_deref(),
         Some("TLS_AES_128_GCM_SHA256")
     );
+    // moat does not send _KEY_ALG and _SIG_ALG (HAProxy's opt-in cert-key, cert-sig).
+    let sub_kinds: Vec<u8> = ssl.sub_tlvs().map(|t| t.kind).collect();
+    let expected_sub = [
+        pp::PP2_SUBTYPE_SSL_VERSION,
+        pp::PP2_SUBTYPE_SSL_CN,
+        pp::PP2_SUBTYPE_SSL_CIPHER,
+    ];
+    assert_eq!(sub_kinds, expected_sub, "sub-TLVs: {sub_kinds:#04x?}");
+    // In HAProxy's order (docs/ARCHITECTURE.md).
     let kinds: Vec<u8> = header.tlvs().map(|t| t.kind).collect();
-    let mut sorted = kinds.clone();
-    sorted.sort_unstable();
-    let mut expected_kinds = [
+    let expected_kinds = [
+        pp::PP2_TYPE_CRC32C,
         pp::PP2_TYPE_ALPN,
         pp::PP2_TYPE_AUTHORITY,
-        pp::PP2_TYPE_CRC32C,
         pp::PP2_TYPE_SSL,
     ];
-    expected_kinds.sort_unstable();
-    assert_eq!(sorted, expected_kinds, "TLVs sent: {kinds:#04x?}");
+    assert_eq!(kinds, expected_kinds, "TLVs sent: {kinds:#04x?}");
 }
 
 /// MySQL, SMTP and the like greet first: the header must go out as soon as the backend is
@@ -487,20 +493,25 @@ fn max_conns_per_ip_counts_the_address_in_the_header() {
 }
 
 /// The tested example of docs/ARCHITECTURE.md ("Scaling past one machine"): an L4
-/// balancer that passes the client's address with PROXY v2.
+/// balancer that passes the client's address with PROXY v2 and checks `/healthz`, so a
+/// moat that drains stops getting new clients while its open tunnels finish.
 #[test]
-fn behind_haproxy_send_proxy_v2_moat_logs_the_real_client() {
+fn behind_haproxy_send_proxy_v2_moat_logs_the_real_client_and_drains() {
     let pki = Pki::new();
     let backend = Backend::echo();
-    let moat = Moat::start(&args(&accept_proxy_args(&pki, &backend.target(), &[])));
+    let argv = accept_proxy_args(&pki, &backend.target(), &["--status", "127.0.0.1:0"]);
+    let mut moat = Moat::start(&args(&argv));
+    let (addr, status) = (moat.addr_of("server"), moat.addr_of("status"));
     let haproxy = Daemon::haproxy(&format!(
-        "defaults\n  mode tcp\n  timeout connect 5s\n  timeout client 30s\n  timeout server 30s\n\
+        "defaults\n  mode tcp\n  timeout connect 5s\n  timeout client 30s\n  timeout server 30s\n  \
+         timeout check 5s\n\
          frontend tls_in\n  bind 127.0.0.1:{{port}}\n  default_backend moats\n\
-         backend moats\n  server moat1 {} send-proxy-v2\n",
-        moat.addr()
+         backend moats\n  option httpchk GET /healthz\n  \
+         server moat1 {addr} send-proxy-v2 check port {} inter 200ms fall 1 rise 1\n",
+        status.port()
     ));
     let config = client_config(&pki, Some("client"));
-    let mut tls = tls_connect(haproxy.addr, config);
+    let mut tls = tls_connect(haproxy.addr, config.clone());
     let client = tls.sock.local_addr().unwrap();
     echo_and_close(&mut tls, b"hello through haproxy");
     let line = moat.wait_for(&format!("peer={client} "));
@@ -509,4 +520,18 @@ fn behind_haproxy_send_proxy_v2_moat_logs_the_real_client() {
         line.contains("subject=\"O=moat tests,CN=test-client\""),
         "{line}"
     );
+
+    // A tunnel stays open across the drain; HAProxy sees /healthz turn 503.
+    let mut open = tls_connect(haproxy.addr, config.clone());
+    open.write_all(b"before").unwrap();
+    let mut back = [0u8; 6];
+    open.read_exact(&mut back).unwrap();
+    moat.terminate();
+    haproxy.wait_for("moats/moat1 is DOWN");
+    assert!(
+        tls_echo(haproxy.addr, config, b"x").is_err(),
+        "a new client reached a draining moat"
+    );
+    echo_and_close(&mut open, b"after the drain began");
+    assert!(moat.wait_exit().success());
 }

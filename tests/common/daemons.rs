@@ -2,11 +2,11 @@
 //! instance with its own configuration in its own temporary directory, in the foreground,
 //! killed (by its own handle) and cleaned up when the guard drops.
 
-use std::io::Read;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -14,8 +14,9 @@ use super::PATIENCE;
 
 /// A running nginx or HAProxy, and the directory that holds its configuration and logs.
 pub struct Daemon {
-    name: &'static str,
     child: Child,
+    /// Its standard error, line by line.
+    output: Arc<(Mutex<Vec<String>>, Condvar)>,
     pub dir: PathBuf,
     /// Where it listens.
     pub addr: SocketAddr,
@@ -124,11 +125,12 @@ impl Daemon {
 
     /// Waits until the program accepts connections on `port`; fails with what it said if
     /// it exits first.
-    fn started(name: &'static str, child: Child, dir: PathBuf, port: u16) -> Self {
+    fn started(name: &'static str, mut child: Child, dir: PathBuf, port: u16) -> Self {
         let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+        let stderr = child.stderr.take().expect("stderr");
         let mut daemon = Self {
-            name,
             child,
+            output: super::collect_lines(stderr, false),
             dir,
             addr,
         };
@@ -148,21 +150,22 @@ impl Daemon {
         }
     }
 
-    /// What the program wrote on standard error, and nginx's error log.
-    fn output(&mut self) -> String {
-        let mut text = String::new();
-        if let Some(mut stderr) = self.child.stderr.take() {
-            let _ = stderr.read_to_string(&mut text);
-        }
+    /// What the program wrote on standard error so far, and nginx's error log.
+    pub fn output(&self) -> String {
+        let mut text = self.output.0.lock().unwrap().join("\n");
         if let Ok(log) = std::fs::read_to_string(self.dir.join("error.log")) {
+            text.push('\n');
             text.push_str(&log);
         }
         text
     }
 
-    /// The program's name, for messages.
-    pub fn name(&self) -> &str {
-        self.name
+    /// Waits for a line on its standard error containing `needle` (HAProxy says there
+    /// when a server goes up or down).
+    pub fn wait_for(&self, needle: &str) -> String {
+        super::wait_lines(&self.output, needle, 1, || self.output())
+            .pop()
+            .expect("one line")
     }
 }
 
