@@ -535,3 +535,25 @@ fn behind_haproxy_send_proxy_v2_moat_logs_the_real_client_and_drains() {
     echo_and_close(&mut open, b"after the drain began");
     assert!(moat.wait_exit().success());
 }
+
+/// A plaintext listener (client mode) behind a balancer reads the header the same way.
+#[test]
+fn client_mode_takes_the_client_from_the_header_on_its_plaintext_listener() {
+    let pki = Pki::new();
+    let backend = Backend::echo();
+    let server = Moat::start(&args(&pki.server_args(&backend.target())));
+    let mut argv = pki.client_args(&server.addr().to_string());
+    argv.push("--accept-proxy".into());
+    let client = Moat::start(&args(&argv));
+    let mut sock = common::connect(client.addr());
+    sock.write_all(b"PROXY TCP6 2001:db8::50 2001:db8::1 5000 6379\r\nplain words")
+        .unwrap();
+    let mut back = [0u8; 11];
+    sock.read_exact(&mut back).unwrap();
+    assert_eq!(&back, b"plain words", "only the bytes behind the header");
+    sock.shutdown(std::net::Shutdown::Write).unwrap();
+    wait_closed(&mut sock).unwrap();
+    let line = client.wait_for("peer=[2001:db8::50]:5000 ");
+    assert!(line.contains("tunnel closed: client "), "{line}");
+    assert!(line.ends_with("end=clean"), "{line}");
+}

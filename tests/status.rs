@@ -532,3 +532,25 @@ fn a_malformed_request_is_answered_400() {
     sock.read_to_string(&mut answer).unwrap();
     assert!(answer.starts_with("HTTP/1.1 400 "), "{answer}");
 }
+
+#[test]
+fn the_status_endpoint_serves_on_a_unix_socket_too() {
+    let pki = Pki::new();
+    let backend = Backend::echo();
+    let path = pki.path("status.sock");
+    let mut argv = pki.server_args(&backend.target());
+    argv.extend(["--status".to_string(), format!("unix:{}", path.display())]);
+    let moat = Moat::start(&args(&argv));
+    moat.wait_for("status: listening on unix:");
+    let output = Command::new("curl")
+        .args(["-sS", "--max-time", "20", "--unix-socket"])
+        .arg(&path)
+        .args(["http://moat/healthz", "http://moat/metrics"])
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run curl ({e}); install it: apt-get install curl"));
+    assert!(output.status.success(), "{output:?}");
+    let text = String::from_utf8(output.stdout).unwrap();
+    let body = text.strip_prefix("ok\n").expect("healthz first");
+    let metrics = Metrics::parse(body.to_owned());
+    assert_eq!(metrics.server("moat_tunnels_open", None), 0.0);
+}
