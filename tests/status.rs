@@ -497,7 +497,6 @@ fn slow_requests_are_closed_at_their_deadline_and_never_stall_tunnels() {
         tls_echo(addr, fresh(&pki, "client"), b"not stalled").unwrap(),
         b"not stalled"
     );
-    assert!(!waiting.is_finished(), "answered past the connection cap");
     let mut first_closed = None;
     for (mut sock, opened) in slow {
         let mut got = Vec::new();
