@@ -45,6 +45,18 @@ impl Route {
         }
     }
 
+    /// The application protocols this service's TLS side offers (server mode) or asks
+    /// for (client mode), most preferred first.
+    pub fn alpn_protocols(&self) -> &[Vec<u8>] {
+        if let Some(tls) = &self.accept_tls {
+            return &tls.config.alpn_protocols;
+        }
+        match &self.target {
+            Target::Remote { tls: Some(tls), .. } => &tls.config.alpn_protocols,
+            _ => &[],
+        }
+    }
+
     /// How long its tunnels may stay in `class`.
     pub fn deadline(&self, class: TimerClass) -> Duration {
         match class {

@@ -88,9 +88,12 @@ impl Services {
                     });
                 }
             }
+            let service_metrics = metrics.service(&offer.route.name);
+            // The configured protocols show from the start, with zero counts.
+            service_metrics.alpn.configure(offer.route.alpn_protocols());
             entries.push(Entry {
                 id: offer.id,
-                metrics: metrics.service(&offer.route.name),
+                metrics: service_metrics,
                 route: offer.route,
                 targets_shown: offer.targets_shown,
             });

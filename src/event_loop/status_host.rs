@@ -74,6 +74,9 @@ impl StatusHost {
 
     /// Accepts waiting scrapers while there is room; more wait in the backlog.
     pub(super) fn accept(&mut self, registry: &Registry, now: Instant) {
+        // Connections past their deadline give their slots up first: a scraper waiting in
+        // the backlog raises no new event, so this turn is its chance.
+        self.expire(now);
         while self.acceptable {
             let Some(index) = self.conns.iter().position(Option::is_none) else {
                 return;

@@ -418,10 +418,13 @@ pub const ALPN_SLOTS: usize = 8;
 
 /// Handshakes by negotiated ALPN protocol, as the `protocol` label.
 ///
-/// Only protocols from the service's configured list get a name of their own
-/// ([`AlpnTally::configure`], at start-up and reload); anything else counts as `other`. A
-/// name, once given a slot, keeps it for the life of the process, so the counts survive a
-/// reload that drops and re-adds it, and the set of names stays bounded by [`ALPN_SLOTS`].
+/// Names come from the service's configured list: given slots ahead of use by
+/// [`AlpnTally::configure`], so they show with zero counts, or on the first handshake that
+/// negotiates them — which is safe because rustls only ever negotiates a protocol of moat's
+/// own list (server mode picks from `--alpn`; client mode refuses a server's pick it did
+/// not offer). A name, once given a slot, keeps it for the life of the process, so the
+/// counts survive a reload that drops and re-adds it; past [`ALPN_SLOTS`] names, the rest
+/// count as `other`.
 #[derive(Debug, Default)]
 pub struct AlpnTally {
     names: [OnceLock<Box<[u8]>>; ALPN_SLOTS],
@@ -433,25 +436,14 @@ impl AlpnTally {
     /// Gives each protocol of a service's configured list a slot, if it has none yet.
     pub fn configure(&self, protocols: &[Vec<u8>]) {
         for protocol in protocols {
-            // A protocol named "other" would be mistaken for the catch-all: it counts there.
-            if self.slot_of(protocol).is_some() || protocol == OTHER.as_bytes() {
-                continue;
-            }
-            // The first empty slot takes it; `set` fails only if the slot was just taken.
-            let _ = self
-                .names
-                .iter()
-                .find(|n| n.get().is_none())
-                .map(|n| n.set(protocol.clone().into_boxed_slice()));
+            self.name(protocol);
         }
     }
 
-    /// Counts one handshake that negotiated `protocol`.
+    /// Counts one handshake that negotiated `protocol` (one of the configured list, as
+    /// rustls guarantees), naming it first if it has no slot yet.
     pub fn inc(&self, protocol: &[u8]) {
-        match self
-            .slot_of(protocol)
-            .and_then(|slot| self.counts.get(slot))
-        {
+        match self.name(protocol).and_then(|slot| self.counts.get(slot)) {
             Some(counter) => counter.inc(),
             None => self.other.inc(),
         }
@@ -464,6 +456,25 @@ impl AlpnTally {
             .zip(&self.counts)
             .filter_map(|(name, count)| Some((name.get()?.as_ref(), count.get())))
             .chain([(OTHER.as_bytes(), self.other.get())])
+    }
+
+    /// The slot of `protocol`, given it in the first empty one if it has none; `None` when
+    /// all are taken, or for a protocol named "other", which would be mistaken for the
+    /// catch-all and counts there.
+    fn name(&self, protocol: &[u8]) -> Option<usize> {
+        if protocol == OTHER.as_bytes() {
+            return None;
+        }
+        if let Some(slot) = self.slot_of(protocol) {
+            return Some(slot);
+        }
+        let slot = self.names.iter().position(|n| n.get().is_none())?;
+        // Only the loop that owns the tally names; `set` cannot find the slot taken.
+        let _ = self
+            .names
+            .get(slot)?
+            .set(protocol.to_vec().into_boxed_slice());
+        self.slot_of(protocol)
     }
 
     fn slot_of(&self, protocol: &[u8]) -> Option<usize> {
@@ -577,11 +588,13 @@ mod tests {
     }
 
     #[test]
-    fn alpn_names_only_configured_protocols_and_keeps_their_slots() {
+    fn alpn_names_protocols_as_configured_or_negotiated_and_keeps_their_slots() {
         let alpn = AlpnTally::default();
         alpn.configure(&[b"h2".to_vec(), b"http/1.1".to_vec()]);
         alpn.inc(b"h2");
+        // Negotiated before any `configure` told of it (the list comes from --alpn).
         alpn.inc(b"smtp");
+        alpn.inc(b"other");
         // A reload that drops http/1.1 and adds redis keeps h2's count and slot.
         alpn.configure(&[b"h2".to_vec(), b"redis".to_vec()]);
         alpn.inc(b"h2");
@@ -592,6 +605,7 @@ mod tests {
             [
                 (&b"h2"[..], 2),
                 (b"http/1.1", 0),
+                (b"smtp", 1),
                 (b"redis", 1),
                 (b"other", 1)
             ]
@@ -599,5 +613,11 @@ mod tests {
         let many: Vec<Vec<u8>> = (0..20).map(|i| format!("p{i}").into_bytes()).collect();
         alpn.configure(&many);
         assert_eq!(alpn.counts().count(), ALPN_SLOTS + 1);
+        alpn.inc(b"p19");
+        assert_eq!(
+            alpn.counts().last(),
+            Some((&b"other"[..], 2)),
+            "no slot left"
+        );
     }
 }

@@ -65,8 +65,17 @@ impl Tunnel {
                 return Err(refuse("PROXY header too long".into()))
             }
             Ok(Parsed::Incomplete) => {
-                // The rest comes with the next readiness edge.
                 socket.mark_drained();
+                // A peek never sees the EOF behind bytes still queued, so a peer that sent
+                // part of a header and closed would otherwise wait out the deadline. Only a
+                // socket whose read half the poll reported closed stays readable after
+                // `mark_drained`: nothing more will come.
+                if socket.is_readable() {
+                    return Err(refuse(
+                        "the connection closed in the middle of a PROXY header".into(),
+                    ));
+                }
+                // The rest comes with the next readiness edge.
                 return Ok(false);
             }
             Err(e) => return Err(refuse(format!("bad PROXY header: {e}"))),

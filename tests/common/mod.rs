@@ -4,6 +4,7 @@
 #![allow(dead_code)] // each test binary uses a different part of this module
 
 pub mod daemon;
+pub mod daemons;
 pub mod pki;
 pub mod tls_client;
 
