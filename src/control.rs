@@ -322,6 +322,9 @@ impl Control {
             Ok(changes) => {
                 self.process.reload_succeeded(SystemTime::now());
                 log::info!("reload ({why}): {changes}");
+                for (name, local, targets) in &changes.listening {
+                    log::info!("{name}: listening on {local}, forwarding to {targets}");
+                }
             }
             Err(e) => {
                 self.process.reload_failed();

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::time::SystemTime;
 
 use crate::address::{Address, SocketAddress};
-use crate::config::Config;
+use crate::config::{file, Config, ServiceConfig};
 use crate::error::StartError;
 use crate::event_loop::Offer;
 use crate::listener::{ListenOptions, Listener};
@@ -42,6 +42,9 @@ pub struct Changes {
     pub removed: Vec<String>,
     /// Services kept.
     pub kept: usize,
+    /// Where the new listeners listen (services added or moved): name, address, targets,
+    /// as the `listening on` lines show them.
+    pub listening: Vec<(String, String, String)>,
 }
 
 impl std::fmt::Display for Changes {
@@ -71,8 +74,9 @@ impl Generation {
         let mut offers: Vec<Vec<Offer>> = (0..workers).map(|_| Vec::new()).collect();
         let mut changes = Changes::default();
         for settings in &config.services {
+            let in_file = |e| file::service_error(config.file.as_deref(), settings, e);
             let before = previous.and_then(|p| p.find(&settings.name, &settings.listen));
-            let service = service::build(settings, before.map(|l| &l.service))?;
+            let service = service::build(settings, before.map(|l| &l.service)).map_err(in_file)?;
             let (id, listeners) = match before {
                 Some(live) if live.service.listen == service.listen => (live.id, None),
                 _ => {
@@ -81,7 +85,11 @@ impl Generation {
                         unix_mode: service.unix_mode,
                         reuse_port: workers > 1,
                     };
-                    (*ids, Some(bind(&service.listen_at, options, workers)?))
+                    let listeners = bind(&service.listen_at, options, workers).map_err(in_file)?;
+                    changes
+                        .listening
+                        .extend(shown(settings, &service, &listeners));
+                    (*ids, Some(listeners))
                 }
             };
             match before {
@@ -203,6 +211,28 @@ fn offer(
             listeners: mine,
         });
     }
+}
+
+/// The `listening on` lines of a service's new listeners (worker 0's; the others listen
+/// on the same places).
+fn shown(
+    settings: &ServiceConfig,
+    service: &Service,
+    listeners: &[Vec<Listener>],
+) -> Vec<(String, String, String)> {
+    listeners
+        .first()
+        .into_iter()
+        .flatten()
+        .filter_map(|l| l.local().ok())
+        .map(|local| {
+            (
+                settings.name.clone(),
+                local.to_string(),
+                service.targets_shown.clone(),
+            )
+        })
+        .collect()
 }
 
 /// Binds every place of `at` for worker 0, and a sibling of each for every other worker.

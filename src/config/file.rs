@@ -53,17 +53,68 @@ pub struct Document {
     table: Table,
 }
 
-/// Reads and checks the file at `path`: its services and the process's settings.
-pub fn read(path: &Path, descriptor_limit: u64) -> Result<Config, StartError> {
+/// Reads and checks the file at `path`: its services and the process's settings, where
+/// a setting `flags` gives wins over the file's.
+pub fn read(path: &Path, flags: &dyn Source, descriptor_limit: u64) -> Result<Config, StartError> {
     let document = Document::load(path)?;
-    let global =
-        settings::global(&document.top(), descriptor_limit).map_err(|e| document.error(None, e))?;
+    // The file's own settings first, so that a mistake there is told as the file's: the
+    // flags over them can then only fail for a flag's value, and say so.
+    settings::global(&document.top(), descriptor_limit).map_err(|e| document.error(None, e))?;
+    let global = settings::global(&Layered(flags, &document.top()), descriptor_limit)?;
     Ok(Config {
         global,
         services: document.services()?,
         demo: None,
         file: Some(path.to_owned()),
     })
+}
+
+/// An error in building `service` (reading its files, resolving its names, binding its
+/// listener), told as the config file's when the service comes from one.
+pub fn service_error(file: Option<&Path>, service: &ServiceConfig, err: StartError) -> StartError {
+    match file {
+        Some(file) if !matches!(err, StartError::InConfig { .. }) => StartError::InConfig {
+            file: file.to_owned(),
+            section: Some(format!(
+                "[[{}]] {:?}",
+                service.kind.mode_name(),
+                service.name
+            )),
+            source: Box::new(err),
+        },
+        _ => err,
+    }
+}
+
+/// One settings source over another: a key the first has wins.
+struct Layered<'a>(&'a dyn Source, &'a dyn Source);
+
+impl Layered<'_> {
+    fn pick(&self, key: &'static str) -> &dyn Source {
+        if self.0.has(key) {
+            self.0
+        } else {
+            self.1
+        }
+    }
+}
+
+impl Source for Layered<'_> {
+    fn one(&self, key: &'static str) -> Result<Option<String>, StartError> {
+        self.pick(key).one(key)
+    }
+
+    fn all(&self, key: &'static str) -> Result<Vec<String>, StartError> {
+        self.pick(key).all(key)
+    }
+
+    fn switch(&self, key: &'static str) -> Result<bool, StartError> {
+        self.pick(key).switch(key)
+    }
+
+    fn has(&self, key: &'static str) -> bool {
+        self.0.has(key) || self.1.has(key)
+    }
 }
 
 impl Document {
@@ -304,11 +355,37 @@ fn unknown(key: &str, hint: &str) -> StartError {
     StartError::Usage(format!("unknown key '{key}': {hint}"))
 }
 
-/// TOML's messages span lines (with the offending line quoted); moat's errors are one line.
+/// TOML's messages span lines, with the offending line quoted under its number
+/// (`12 | [[client]`) and a caret line; moat's errors are one line: where, then what.
 fn one_line(text: &str) -> String {
+    let quoted = |line: &str| {
+        line.split_once('|')
+            .is_some_and(|(number, _)| number.trim().chars().all(|c| c.is_ascii_digit()))
+    };
     text.lines()
         .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with('|') && !l.chars().all(|c| c == '^'))
+        .filter(|l| !l.is_empty() && !quoted(l))
         .collect::<Vec<_>>()
-        .join(" ")
+        .join(": ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn toml_errors_become_one_line() {
+        let err = "[[client]\nx = 1\n"
+            .parse::<Table>()
+            .unwrap_err()
+            .to_string();
+        assert!(err.lines().count() > 1, "{err}");
+        let line = one_line(&err);
+        assert!(!line.contains('|') && !line.contains('\n'), "{line}");
+        assert!(
+            line.starts_with("TOML parse error at line 1, column "),
+            "{line}"
+        );
+        assert!(line.contains(": unclosed array table"), "{line}");
+    }
 }
