@@ -31,7 +31,10 @@ fn a_target_named_localhost_reaches_the_backend() {
     // that nothing listens on (::1 here, if localhost has it) fails over to the next.
     for n in 0..4u8 {
         let message = [b'a' + n; 100];
-        assert_eq!(tls_echo(moat.addr(), client.clone(), &message).unwrap(), message);
+        assert_eq!(
+            tls_echo(moat.addr(), client.clone(), &message).unwrap(),
+            message
+        );
     }
     assert_eq!(backend.accepted(), 4);
 }
@@ -58,7 +61,10 @@ fn a_listener_on_port_alone_takes_ipv4_and_ipv6() {
         lines.iter().any(|l| l.contains(" peer=127.0.0.1:")),
         "{lines:?}"
     );
-    assert!(lines.iter().any(|l| l.contains(" peer=[::1]:")), "{lines:?}");
+    assert!(
+        lines.iter().any(|l| l.contains(" peer=[::1]:")),
+        "{lines:?}"
+    );
 }
 
 /// An echo backend on `[::1]`, for an IPv6 target.
@@ -100,5 +106,8 @@ fn ipv6_literals_listen_and_target() {
     stream.read_to_end(&mut got).unwrap();
     assert_eq!(got, b"plain six");
     let closed = front.wait_for("tunnel closed");
-    assert!(closed.contains(" peer=[::1]:") && closed.contains("end=clean"), "{closed}");
+    assert!(
+        closed.contains(" peer=[::1]:") && closed.contains("end=clean"),
+        "{closed}"
+    );
 }
