@@ -73,12 +73,20 @@ impl Generation {
         let mut services = Vec::with_capacity(config.services.len());
         let mut offers: Vec<Vec<Offer>> = (0..workers).map(|_| Vec::new()).collect();
         let mut changes = Changes::default();
+        // Listener sets already handed on: two new services never share one (two written
+        // the same, `127.0.0.1:0`, are two sockets, as at start-up).
+        let mut claimed = Vec::new();
         for settings in &config.services {
             let in_file = |e| file::service_error(config.file.as_deref(), settings, e);
             let before = previous.and_then(|p| p.find(&settings.name, &settings.listen));
             let service = service::build(settings, before.map(|l| &l.service)).map_err(in_file)?;
             let (id, listeners) = match before {
-                Some(live) if live.service.listen == service.listen => (live.id, None),
+                Some(live)
+                    if live.service.listen == service.listen && !claimed.contains(&live.id) =>
+                {
+                    claimed.push(live.id);
+                    (live.id, None)
+                }
                 _ => {
                     *ids += 1;
                     let options = ListenOptions {
@@ -93,8 +101,10 @@ impl Generation {
                 }
             };
             match before {
-                Some(_) => changes.kept += 1,
-                None => changes.added.push(settings.name.clone()),
+                Some(live) if live.id == id || *live.service.route.name == *settings.name => {
+                    changes.kept += 1
+                }
+                _ => changes.added.push(settings.name.clone()),
             }
             offer(&mut offers, id, &service, listeners);
             services.push(Live { id, service });

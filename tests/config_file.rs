@@ -243,7 +243,7 @@ fn a_missing_file_names_the_file_the_service_and_the_key() {
 }
 
 #[test]
-fn bad_toml_and_duplicate_names_are_refused() {
+fn bad_toml_duplicate_names_and_duplicate_places_are_refused() {
     let pki = Pki::new();
     let config = edited(&pki, ("[[client]]", "[[client]"));
     let line = both_refuse(
@@ -261,6 +261,22 @@ fn bad_toml_and_duplicate_names_are_refused() {
         &[&format!(
             "moat: {config}: [[client]] \"tls\": another service is named \"tls\": give each a \
              name of its own"
+        )],
+    );
+
+    let socket = pki.s("tls.sock");
+    let config = edited(
+        &pki,
+        (
+            "listen = \"127.0.0.1:0\"",
+            &format!("listen = \"unix:{socket}\""),
+        ),
+    );
+    both_refuse(
+        &config,
+        &[&format!(
+            "moat: {config}: [[client]] \"plain\": listen: \"tls\" listens on unix:{socket} \
+             already: give each service a place of its own"
         )],
     );
 

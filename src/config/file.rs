@@ -32,6 +32,7 @@ use toml::{Table, Value};
 
 use super::settings::{self, Source, GLOBAL_KEYS, SERVICE_KEYS};
 use super::{Config, ServiceConfig};
+use crate::address::Address;
 use crate::error::StartError;
 
 /// Keys whose values are files: a relative path is taken from the config file's directory.
@@ -193,6 +194,15 @@ impl Document {
                     ));
                     return Err(self.error(Some(&section), err));
                 }
+                let shared = |s: &&ServiceConfig| s.listen == service.listen && !any_port(s);
+                if let Some(other) = services.iter().find(shared) {
+                    let err = StartError::Usage(format!(
+                        "listen: \"{}\" listens on {} already: give each service a place of \
+                         its own",
+                        other.name, service.listen
+                    ));
+                    return Err(self.error(Some(&section), err));
+                }
                 services.push(service);
             }
         }
@@ -240,6 +250,15 @@ impl Document {
             section: section.map(ToString::to_string),
             source: Box::new(source),
         }
+    }
+}
+
+/// Whether a service listens on port 0, where every listener gets a port of its own.
+fn any_port(service: &ServiceConfig) -> bool {
+    match &service.listen {
+        Address::Ip(addr) => addr.port() == 0,
+        Address::AnyInterface(port) | Address::Host(_, port) => *port == 0,
+        Address::Unix(_) => false,
     }
 }
 
