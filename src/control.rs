@@ -216,6 +216,11 @@ impl Control {
                     return self.finish();
                 }
             }
+            // Lines wait for the end of a turn while the loops run (the logger batches
+            // them), and this thread's turns are theirs to end too: else a reload's line
+            // would wait for the next tunnel event, or the writer's own wake-up, a second
+            // later.
+            logger::flush();
         }
     }
 
