@@ -67,7 +67,7 @@ pub fn run(
     let shared = Arc::new(Shared::new(limits.max_conns, limits.max_conns_per_ip));
     let process = Arc::new(ProcessMetrics::new(SystemTime::now()));
     let mut ids = 0;
-    let (generation, offers, guide) = match &config.demo {
+    let (mut generation, offers, guide) = match &config.demo {
         Some(settings) => {
             let (built, guide) = demo::services(settings)?;
             let (generation, offers) = Generation::prebuilt(config, built, workers, &mut ids)?;
@@ -115,6 +115,7 @@ pub fn run(
     let notifier = Notifier::from_env();
     if generation.config.global.sandbox {
         sandbox::enter(&sandbox_plan(&generation, &loops))?;
+        generation.sandboxed = true;
     }
     // Only now, with every listener bound, the signal handlers installed and the sandbox
     // entered, is moat ready: a supervisor that signals it as soon as it says so must find
@@ -333,7 +334,7 @@ impl Control {
             }
             Err(e) => {
                 self.process.reload_failed();
-                let hint = sandbox_hint(&e, self.generation.config.global.sandbox);
+                let hint = sandbox_hint(&e, self.generation.sandboxed);
                 log::warn!("reload ({why}) failed, keeping the running configuration: {e}{hint}");
             }
         }

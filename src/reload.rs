@@ -21,6 +21,9 @@ pub struct Generation {
     pub config: Config,
     /// Its services, in order.
     pub services: Vec<Live>,
+    /// Whether the process is in the sandbox, which limits what a reload can open: set
+    /// once it has entered it, and handed on from generation to generation.
+    pub sandboxed: bool,
 }
 
 /// A service of a generation and the id of its listener set: a service that keeps its
@@ -76,6 +79,7 @@ impl Generation {
         // Listener sets already handed on: two new services never share one (two written
         // the same, `127.0.0.1:0`, are two sockets, as at start-up).
         let mut claimed = Vec::new();
+        let sandboxed = previous.is_some_and(|p| p.sandboxed);
         for settings in &config.services {
             let in_file = |e| file::service_error(config.file.as_deref(), settings, e);
             let before = previous.and_then(|p| p.find(&settings.name, &settings.listen));
@@ -92,6 +96,7 @@ impl Generation {
                     let options = ListenOptions {
                         unix_mode: service.unix_mode,
                         reuse_port: workers > 1,
+                        sandboxed,
                     };
                     let listeners = bind(&service.listen_at, options, workers).map_err(in_file)?;
                     changes
@@ -117,7 +122,12 @@ impl Generation {
                 .map(|old| old.service.route.name.to_string())
                 .collect();
         }
-        Ok((Self { config, services }, offers, changes))
+        let generation = Self {
+            config,
+            services,
+            sandboxed,
+        };
+        Ok((generation, offers, changes))
     }
 
     /// A generation of services built by hand (the demo), each with the listener it is
@@ -135,6 +145,7 @@ impl Generation {
             let options = ListenOptions {
                 unix_mode: service.unix_mode,
                 reuse_port: workers > 1,
+                sandboxed: false,
             };
             let mut siblings = Vec::with_capacity(workers);
             for _ in 1..workers {
@@ -145,7 +156,12 @@ impl Generation {
             offer(&mut offers, *ids, &service, Some(per_worker));
             services.push(Live { id: *ids, service });
         }
-        Ok((Self { config, services }, offers))
+        let generation = Self {
+            config,
+            services,
+            sandboxed: false,
+        };
+        Ok((generation, offers))
     }
 
     /// The service that a new `name` listening at `listen` continues: the one of that
