@@ -244,3 +244,56 @@ fn a_sighup_storm_neither_stalls_nor_leaks() {
         "descriptors before and after the reloads"
     );
 }
+
+/// A reload that opens a unix socket beside one moat listened on at start-up: in the
+/// sandbox it may (the directory is moat's), but not with `--unix-mode`, which the sandbox
+/// cannot allow once moat serves — refused in one line, moat serving on. Outside it, both.
+#[test]
+fn a_reload_opens_a_unix_socket_beside_the_first_and_unix_mode_only_outside_the_sandbox() {
+    let pki = Pki::new();
+    let backend = Backend::echo();
+    let target = backend.target();
+    let (a, b) = (pki.path("a.sock"), pki.path("b.sock"));
+    let listen = |p: &Path| format!("unix:{}", p.display());
+    let first = server("a", &listen(&a), &target, "");
+    for sandbox in [true, false] {
+        let config = write_config(&pki, std::slice::from_ref(&first));
+        let mut line = vec!["--config", &config];
+        if !sandbox {
+            line.push("--no-sandbox");
+        }
+        let mut moat = Moat::start(&line);
+        let second = server("b", &listen(&b), &target, "unix-mode = \"0660\"");
+        write_config(&pki, &[first.clone(), second]);
+        moat.signal("HUP");
+        if sandbox {
+            let failed = moat.wait_for("reload (SIGHUP) failed");
+            let shown = b.display();
+            assert!(
+                failed.contains(&format!(
+                    "[[server]] \"b\": cannot listen on unix:{shown}: --unix-mode cannot be set on \
+                     a socket opened after start-up (the sandbox allows only"
+                )),
+                "{failed}"
+            );
+            assert!(!b.exists());
+            echo(&mut tls_unix(&pki, &a), b"a lives");
+            write_config(
+                &pki,
+                &[first.clone(), server("b", &listen(&b), &target, "")],
+            );
+            moat.signal("HUP");
+        }
+        moat.wait_for("reload (SIGHUP): 1 service(s) kept, added: b");
+        moat.wait_for(&format!("b: listening on {}", listen(&b)));
+        echo(&mut tls_unix(&pki, &b), b"b serves");
+        let mode =
+            std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&b).unwrap().permissions());
+        if !sandbox {
+            assert_eq!(mode & 0o777, 0o660);
+        }
+        moat.terminate();
+        assert_eq!(moat.wait_exit().code(), Some(0), "{}", moat.dump());
+        assert!(!a.exists() && !b.exists(), "socket files left at exit");
+    }
+}
