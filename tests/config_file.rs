@@ -5,16 +5,16 @@
 mod common;
 
 use std::io::Write;
-use std::path::Path;
 
 use common::files::{fails_with, replace_file, run_to_exit};
 use common::tls_client::{client_config, tls_echo};
 use common::{connect, echo_roundtrip, random_bytes, Backend, Moat, Pki};
 
 /// A client-mode service `plain` on TCP in front of a server-mode service `tls` on a unix
-/// socket in front of `backend`, both in one file. Paths are relative to the file.
-fn two_services(pki: &Pki, backend: &str) -> String {
-    let socket = pki.s("tls.sock");
+/// socket in front of `backend`, both in one file. Paths are relative to the file, the
+/// unix socket's too.
+fn two_services(backend: &str) -> String {
+    let socket = "tls.sock";
     format!(
         r#"
 log-level = "info"
@@ -57,7 +57,7 @@ fn start(args: &[&str], services: usize) -> Moat {
 fn two_services_from_one_file_carry_bytes_exactly_through_both() {
     let pki = Pki::new();
     let backend = Backend::echo();
-    let config = write_config(&pki, "moat.toml", &two_services(&pki, &backend.target()));
+    let config = write_config(&pki, "moat.toml", &two_services(&backend.target()));
     let moat = start(&["--config", &config], 2);
     let tls_line = moat.wait_for("tls: listening on ");
     assert!(
@@ -92,7 +92,7 @@ fn two_services_from_one_file_carry_bytes_exactly_through_both() {
 #[test]
 fn check_accepts_a_good_file_without_listening() {
     let pki = Pki::new();
-    let config = write_config(&pki, "moat.toml", &two_services(&pki, "127.0.0.1:9"));
+    let config = write_config(&pki, "moat.toml", &two_services("127.0.0.1:9"));
     let (code, stdout, stderr) = run_to_exit(&["check", "--config", &config]);
     assert_eq!(code, 0, "stdout: {stdout}\nstderr: {stderr}");
     assert_eq!(
@@ -116,7 +116,7 @@ fn check_accepts_a_good_file_without_listening() {
 /// `two_services` with `edit` applied: `(old, new)` replaces the first line equal to
 /// `old`; an empty `old` appends `new` at the top of the file.
 fn edited(pki: &Pki, edit: (&str, &str)) -> String {
-    let good = two_services(pki, "127.0.0.1:9");
+    let good = two_services("127.0.0.1:9");
     let text = match edit {
         ("", new) => format!("{new}\n{good}"),
         (old, new) => {
@@ -165,7 +165,7 @@ fn a_bad_value_names_the_file_the_service_and_the_key() {
     );
 
     // A service without a name is named by its place in the file.
-    let text = two_services(&pki, "127.0.0.1:9").replacen("name = \"tls\"\n", "", 1);
+    let text = two_services("127.0.0.1:9").replacen("name = \"tls\"\n", "", 1);
     let text = text.replacen("listen = \"unix:", "max-conns = 3\nlisten = \"unix:", 1);
     let config = write_config(&pki, "bad.toml", &text);
     both_refuse(
@@ -293,7 +293,7 @@ fn bad_toml_duplicate_names_and_duplicate_places_are_refused() {
 fn flags_given_with_the_file_override_its_process_settings() {
     let pki = Pki::new();
     let backend = Backend::echo();
-    let text = two_services(&pki, &backend.target()).replacen(
+    let text = two_services(&backend.target()).replacen(
         "log-level = \"info\"",
         "log-level = \"error\"",
         1,
@@ -309,10 +309,10 @@ fn flags_given_with_the_file_override_its_process_settings() {
     assert_eq!(moat.wait_exit().code(), Some(0));
 
     // The other way round: the file says info, the flag warn.
-    let text = two_services(&pki, &backend.target());
+    let text = two_services(&backend.target());
     let config = write_config(&pki, "quiet.toml", &text);
     let quiet = Moat::spawn(&["--config", &config, "--log-level", "warn"]);
-    wait_until_listening(&pki.path("tls.sock"));
+    wait_until_catching_sighup(quiet.pid());
     // Nothing at info shows; a failed reload (a warning) does.
     std::fs::OpenOptions::new()
         .append(true)
@@ -332,14 +332,23 @@ fn flags_given_with_the_file_override_its_process_settings() {
     );
 }
 
-/// Waits until a unix socket at `path` accepts connections (for a moat whose log is too
-/// quiet to say so).
-fn wait_until_listening(path: &Path) {
+/// Waits until process `pid` catches SIGHUP (bit 0 of `SigCgt` in its status), for a
+/// moat whose log is too quiet to say it is ready.
+fn wait_until_catching_sighup(pid: u32) {
     let deadline = std::time::Instant::now() + common::PATIENCE;
-    while std::os::unix::net::UnixStream::connect(path).is_err() {
+    loop {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        let caught = status
+            .lines()
+            .find_map(|l| l.strip_prefix("SigCgt:"))
+            .and_then(|mask| u64::from_str_radix(mask.trim(), 16).ok())
+            .unwrap_or(0);
+        if caught & 1 != 0 {
+            return;
+        }
         assert!(
             std::time::Instant::now() < deadline,
-            "nothing listens on {path:?}"
+            "moat never caught SIGHUP"
         );
         std::thread::sleep(std::time::Duration::from_millis(5));
     }

@@ -38,6 +38,9 @@ use crate::error::StartError;
 /// Keys whose values are files: a relative path is taken from the config file's directory.
 const PATH_KEYS: &[&str] = &["cert", "key", "client-ca", "ca", "crl"];
 
+/// Keys whose values are addresses, which may be unix sockets with relative paths.
+const ADDRESS_KEYS: &[&str] = &["listen", "target", "status"];
+
 /// Service keys that may also stand at the top, as every service's default.
 const DEFAULTS: &[&str] = &[
     "handshake-timeout",
@@ -314,10 +317,16 @@ impl FileTable<'_> {
         Ok(self.resolve(key, text))
     }
 
-    /// Relative paths of file keys are taken from the config file's directory.
+    /// Relative paths of file keys, and of unix sockets (`unix:moat.sock`), are taken
+    /// from the config file's directory.
     fn resolve(&self, key: &str, text: String) -> String {
         if PATH_KEYS.contains(&key) && Path::new(&text).is_relative() {
             return self.dir.join(&text).to_string_lossy().into_owned();
+        }
+        if let Some(path) = text.strip_prefix("unix:") {
+            if ADDRESS_KEYS.contains(&key) && !path.is_empty() && Path::new(path).is_relative() {
+                return format!("unix:{}", self.dir.join(path).to_string_lossy());
+            }
         }
         text
     }
