@@ -4,7 +4,7 @@
 //! a TLS configuration whose inputs stay (and with it its ticket key and chain cache) —
 //! and fails as a whole, so the running generation stays in force when anything is wrong.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use crate::address::{Address, SocketAddress};
@@ -280,6 +280,10 @@ fn bind(
 
 /// What `--reload-interval` compares: each file's identity and modification time, so that
 /// a rewritten file, or a symlink pointed elsewhere (certbot's renewals), is a change.
+///
+/// Each state must be taken *before* moat reads the file: a change made after the read is
+/// then a difference the next check finds. Taken after, a file replaced while moat was
+/// reading it would look as if moat had read the new one.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Fingerprint(Vec<(PathBuf, Option<FileState>)>);
 
@@ -287,19 +291,80 @@ pub struct Fingerprint(Vec<(PathBuf, Option<FileState>)>);
 type FileState = (u64, u64, u64, Option<SystemTime>);
 
 impl Fingerprint {
+    /// The current state of the same files.
+    pub fn again(&self) -> Self {
+        Self(
+            self.0
+                .iter()
+                .map(|(path, _)| (path.clone(), state(path)))
+                .collect(),
+        )
+    }
+
     /// The current state of `files` (a missing file is a state too).
     pub fn of(files: &[PathBuf]) -> Self {
-        use std::os::unix::fs::MetadataExt;
+        Self(
+            files
+                .iter()
+                .map(|path| (path.clone(), state(path)))
+                .collect(),
+        )
+    }
+
+    /// The fingerprint of `files` as the first of `seen` that has each saw it (states
+    /// taken before the file was read), or as it is now.
+    pub fn as_seen(files: &[PathBuf], seen: &[&Self]) -> Self {
         Self(
             files
                 .iter()
                 .map(|path| {
-                    let state = std::fs::metadata(path)
-                        .ok()
-                        .map(|m| (m.dev(), m.ino(), m.len(), m.modified().ok()));
-                    (path.clone(), state)
+                    let earlier = seen.iter().find_map(|f| f.state_of(path));
+                    (path.clone(), earlier.unwrap_or_else(|| state(path)))
                 })
                 .collect(),
         )
+    }
+
+    /// The files it covers.
+    pub fn files(&self) -> Vec<PathBuf> {
+        self.0.iter().map(|(path, _)| path.clone()).collect()
+    }
+
+    fn state_of(&self, path: &Path) -> Option<Option<FileState>> {
+        self.0.iter().find(|(p, _)| p == path).map(|(_, s)| *s)
+    }
+}
+
+fn state(path: &Path) -> Option<FileState> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path)
+        .ok()
+        .map(|m| (m.dev(), m.ino(), m.len(), m.modified().ok()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_fingerprint_keeps_the_state_seen_before_the_read() {
+        let dir = std::env::temp_dir().join(format!("moat-fingerprint-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (a, b) = (dir.join("a"), dir.join("b"));
+        std::fs::write(&a, "one").unwrap();
+        let before = Fingerprint::of(std::slice::from_ref(&a));
+        // Replaced after the state was taken, as if while moat read it:
+        std::fs::write(&a, "three").unwrap();
+        std::fs::write(&b, "b").unwrap();
+        let stored = Fingerprint::as_seen(&[a.clone(), b.clone()], &[&before]);
+        assert_ne!(
+            stored.again(),
+            stored,
+            "the change after the read went unseen"
+        );
+        assert_eq!(stored.state_of(&b), Some(state(&b)));
+        let settled = stored.again();
+        assert_eq!(settled.again(), settled);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

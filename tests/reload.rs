@@ -258,3 +258,35 @@ fn reload_interval_picks_up_a_replaced_certificate_without_a_signal() {
     moat.wait_for("reload (a file changed): 1 service(s) kept");
     assert_eq!(served(&pki, &moat), certificate(&pki.path("renewed.pem")));
 }
+
+#[test]
+fn reload_interval_watches_the_files_a_failed_reload_was_missing() {
+    let pki = Pki::new();
+    let backend = Backend::echo();
+    live_files(&pki);
+    let config = pki.path("moat.toml");
+    replace_file(
+        &config,
+        config_text(&pki, "127.0.0.1:0", &backend.target()).as_bytes(),
+    );
+    let shown = config.to_string_lossy();
+    let moat = Moat::start(&["--config", &shown, "--reload-interval", "200ms"]);
+    // The operator points the file at a pair that is not there yet...
+    let text = config_text(&pki, "127.0.0.1:0", &backend.target())
+        .replace("live.pem", "next.pem")
+        .replace("live.key", "next.key");
+    replace_file(&config, text.as_bytes());
+    let next = pki.s("next.pem");
+    let failed = moat.wait_for("reload (a file changed) failed");
+    assert!(
+        failed.contains(&format!(
+            "cert: cannot read {next}: No such file or directory"
+        )),
+        "{failed}"
+    );
+    // ...and puts it there: that is a change too.
+    replace_with_copy(&pki.path("renewed.key"), &pki.path("next.key"));
+    replace_with_copy(&pki.path("renewed.pem"), &pki.path("next.pem"));
+    moat.wait_for("reload (a file changed): 1 service(s) kept");
+    assert_eq!(served(&pki, &moat), certificate(&pki.path("renewed.pem")));
+}
