@@ -336,6 +336,12 @@ impl Control {
                 for (name, local, targets) in &changes.listening {
                     log::info!("{name}: listening on {local}, forwarding to {targets}");
                 }
+                for name in &changes.modes_kept {
+                    log::warn!(
+                        "reload: {name}: its unix socket keeps its mode: the sandbox does not \
+                         let moat change a file's mode; restart moat for the new --unix-mode"
+                    );
+                }
             }
             Err(e) => {
                 self.process.reload_failed();

@@ -48,6 +48,9 @@ pub struct Changes {
     /// Where the new listeners listen (services added or moved): name, address, targets,
     /// as the `listening on` lines show them.
     pub listening: Vec<(String, String, String)>,
+    /// Services whose unix socket stays with the mode it has, though `--unix-mode` changed:
+    /// the sandbox does not let moat change a file's mode.
+    pub modes_kept: Vec<String>,
 }
 
 impl std::fmt::Display for Changes {
@@ -89,6 +92,13 @@ impl Generation {
                     if live.service.listen == service.listen && !claimed.contains(&live.id) =>
                 {
                     claimed.push(live.id);
+                    if service.unix_mode.is_some() && service.unix_mode != live.service.unix_mode {
+                        if sandboxed {
+                            changes.modes_kept.push(settings.name.clone());
+                        } else {
+                            set_modes(&service).map_err(in_file)?;
+                        }
+                    }
                     (live.id, None)
                 }
                 _ => {
@@ -237,6 +247,25 @@ fn offer(
             listeners: mine,
         });
     }
+}
+
+/// Gives the unix sockets `service` keeps listening on its new `--unix-mode`.
+fn set_modes(service: &Service) -> Result<(), StartError> {
+    use std::os::unix::fs::PermissionsExt;
+    let Some(mode) = service.unix_mode else {
+        return Ok(());
+    };
+    for at in &service.listen_at {
+        if let SocketAddress::Unix(path) = at {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(
+                |source| StartError::Listen {
+                    addr: at.to_string(),
+                    source,
+                },
+            )?;
+        }
+    }
+    Ok(())
 }
 
 /// The `listening on` lines of a service's new listeners (worker 0's; the others listen

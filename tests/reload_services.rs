@@ -297,3 +297,44 @@ fn a_reload_opens_a_unix_socket_beside_the_first_and_unix_mode_only_outside_the_
         assert!(!a.exists() && !b.exists(), "socket files left at exit");
     }
 }
+
+/// A reload that changes `--unix-mode` of a socket moat keeps: applied outside the
+/// sandbox; inside, the socket keeps its mode and a warning says why.
+#[test]
+fn a_reload_changes_the_mode_of_a_kept_unix_socket_outside_the_sandbox() {
+    use std::os::unix::fs::PermissionsExt;
+    let pki = Pki::new();
+    let backend = Backend::echo();
+    let socket = pki.path("kept.sock");
+    let listen = format!("unix:{}", socket.display());
+    let table = |mode: &str| {
+        server(
+            "kept",
+            &listen,
+            &backend.target(),
+            &format!("unix-mode = \"{mode}\""),
+        )
+    };
+    let mode = || std::fs::metadata(&socket).unwrap().permissions().mode() & 0o777;
+    for sandbox in [false, true] {
+        let config = write_config(&pki, &[table("0600")]);
+        let mut line = vec!["--config", &config];
+        if !sandbox {
+            line.push("--no-sandbox");
+        }
+        let mut moat = Moat::start(&line);
+        assert_eq!(mode(), 0o600);
+        write_config(&pki, &[table("0660")]);
+        moat.signal("HUP");
+        moat.wait_for("reload (SIGHUP): 1 service(s) kept");
+        if sandbox {
+            moat.wait_for("reload: kept: its unix socket keeps its mode: the sandbox");
+            assert_eq!(mode(), 0o600);
+        } else {
+            assert_eq!(mode(), 0o660);
+        }
+        echo(&mut tls_unix(&pki, &socket), b"same socket");
+        moat.terminate();
+        assert_eq!(moat.wait_exit().code(), Some(0));
+    }
+}
