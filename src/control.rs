@@ -68,7 +68,12 @@ pub fn run(
     let shared = Arc::new(Shared::new(limits.max_conns, limits.max_conns_per_ip));
     let process = Arc::new(ProcessMetrics::new(SystemTime::now()));
     let mut ids = 0;
-    let (generation, offers, guide) = match &config.demo {
+    // Taken before the files are read (see Fingerprint).
+    let fingerprint = config
+        .global
+        .reload_interval
+        .map(|_| Fingerprint::of(&config.files()));
+    let (mut generation, offers, guide) = match &config.demo {
         Some(settings) => {
             let (built, guide) = demo::services(settings, workers > 1)?;
             let (generation, offers) = Generation::prebuilt(config, built, workers, &mut ids)?;
@@ -133,6 +138,7 @@ pub fn run(
     let notifier = Notifier::from_env();
     if generation.config.global.sandbox {
         sandbox::enter(&sandbox_plan(&generation, &loops, status_port))?;
+        generation.sandboxed = true;
     }
     // Only now, with every listener bound, the signal handlers installed and the sandbox
     // entered, is moat ready: a supervisor that signals it as soon as it says so must find
@@ -176,7 +182,7 @@ pub fn run(
         process,
         notifier,
         shutdown: None,
-        fingerprint: None,
+        fingerprint,
         finished,
     };
     control.serve()
@@ -204,9 +210,6 @@ impl Control {
     fn serve(mut self) -> Result<(), StartError> {
         let mut events = Events::with_capacity(16);
         let interval = self.generation.config.global.reload_interval;
-        if interval.is_some() {
-            self.fingerprint = Some(Fingerprint::of(&self.generation.files()));
-        }
         let mut next_check = interval.map(|i| Instant::now() + i);
         loop {
             let timeout = next_check.map(|at| at.saturating_duration_since(Instant::now()));
@@ -324,8 +327,8 @@ impl Control {
 
     /// `--reload-interval`: reloads when a file moat reads has changed.
     fn check_files(&mut self) {
-        let now = Fingerprint::of(&self.generation.files());
-        if self.fingerprint.as_ref() != Some(&now) {
+        let now = self.fingerprint.as_ref().map(Fingerprint::again);
+        if self.fingerprint != now {
             self.reload("a file changed");
         }
     }
@@ -336,32 +339,64 @@ impl Control {
         if let Some(notifier) = &self.notifier {
             notifier.reloading();
         }
-        match self.try_reload() {
+        // What the files were before this reload reads them (see Fingerprint).
+        let before = self.fingerprint.as_ref().map(Fingerprint::again);
+        let mut attempted = None;
+        match self.try_reload(&mut attempted) {
             Ok(changes) => {
                 self.process.reload_succeeded(SystemTime::now());
                 log::info!("reload ({why}): {changes}");
+                for (name, local, targets) in &changes.listening {
+                    log::info!("{name}: listening on {local}, forwarding to {targets}");
+                }
+                for name in &changes.modes_kept {
+                    log::warn!(
+                        "reload: {name}: its unix socket keeps its mode: the sandbox does not \
+                         let moat change a file's mode; restart moat for the new --unix-mode"
+                    );
+                }
             }
             Err(e) => {
                 self.process.reload_failed();
-                let hint = sandbox_hint(&e, self.generation.config.global.sandbox);
+                let hint = sandbox_hint(&e, self.generation.sandboxed);
                 log::warn!("reload ({why}) failed, keeping the running configuration: {e}{hint}");
             }
         }
-        if self.generation.config.global.reload_interval.is_some() {
-            self.fingerprint = Some(Fingerprint::of(&self.generation.files()));
+        if let Some(before) = before {
+            // The files a failed configuration names are watched too: a certificate it
+            // names that is not there yet is what the operator will put there next.
+            let mut files = self.generation.files();
+            if let Some(attempted) = &attempted {
+                for file in attempted.files() {
+                    if !files.contains(&file) {
+                        files.push(file);
+                    }
+                }
+            }
+            let seen: Vec<&Fingerprint> = [Some(&before), attempted.as_ref()]
+                .into_iter()
+                .flatten()
+                .collect();
+            self.fingerprint = Some(Fingerprint::as_seen(&files, &seen));
         }
         if let Some(notifier) = &self.notifier {
             notifier.ready("reloaded");
         }
     }
 
-    fn try_reload(&mut self) -> Result<crate::reload::Changes, StartError> {
+    /// Reloads; `attempted` is given the state of the files the configuration read again
+    /// names, before they are read.
+    fn try_reload(
+        &mut self,
+        attempted: &mut Option<Fingerprint>,
+    ) -> Result<crate::reload::Changes, StartError> {
         if self.generation.config.demo.is_some() {
             return Err(StartError::Usage(
                 "the demo's certificates are built in: there is nothing to reload".into(),
             ));
         }
         let config = (self.reparse)()?;
+        *attempted = Some(Fingerprint::of(&config.files()));
         let fixed = fixed_settings_changed(&self.generation.config, &config);
         let workers = self.workers.len();
         let (generation, offers, changes) =
@@ -417,6 +452,8 @@ fn fixed_settings_changed(old: &Config, new: &Config) -> Option<&'static str> {
         Some("--log-format")
     } else if old.trace != new.trace {
         Some("--trace")
+    } else if old.reload_interval != new.reload_interval {
+        Some("--reload-interval")
     } else {
         None
     }

@@ -30,8 +30,8 @@ pub fn services(
     reuse_port: bool,
 ) -> Result<(Vec<(Service, Listener)>, String), StartError> {
     let options = ListenOptions {
-        unix_mode: None,
         reuse_port,
+        ..ListenOptions::default()
     };
     let port = |offset: u16| {
         let mut addr = settings.base;

@@ -93,18 +93,8 @@ pub fn run_command_line(args: &[String]) -> Result<(), StartError> {
 fn check(config: &Config) -> Result<(), StartError> {
     let mut names = Vec::new();
     for service in &config.services {
-        service::build(service, None).map_err(|e| match &config.file {
-            Some(file) => StartError::InConfig {
-                file: file.clone(),
-                section: Some(format!(
-                    "[[{}]] {:?}",
-                    service.kind.mode_name(),
-                    service.name
-                )),
-                source: Box::new(e),
-            },
-            None => e,
-        })?;
+        service::build(service, None)
+            .map_err(|e| config::file::service_error(config.file.as_deref(), service, e))?;
         names.push(service.name.as_str());
     }
     let source = config

@@ -59,7 +59,7 @@ pub fn build(config: &ServiceConfig, previous: Option<&Service>) -> Result<Servi
         .map(ToString::to_string)
         .collect::<Vec<_>>()
         .join(", ");
-    let (route, tls_inputs, files) = match &config.kind {
+    let (route, tls_inputs) = match &config.kind {
         ServiceKind::Server(server) => {
             let settings = ServerSettings::read(server)?;
             let tls = match previous.map(|p| (&p.tls_inputs, &p.route.accept_tls)) {
@@ -68,16 +68,7 @@ pub fn build(config: &ServiceConfig, previous: Option<&Service>) -> Result<Servi
             };
             let mut route = Route::new(&config.name, Some(tls), Target::remote(targets, None));
             route.proxy_protocol = server.proxy_protocol;
-            let mut files: Vec<_> = server
-                .identities
-                .iter()
-                .flat_map(|id| [id.cert.clone(), id.key.clone()])
-                .collect();
-            if let crate::config::ClientAuth::Required { ca } = &server.client_auth {
-                files.push(ca.clone());
-            }
-            files.extend(server.crls.iter().cloned());
-            (route, TlsInputs::Server(settings), files)
+            (route, TlsInputs::Server(settings))
         }
         ServiceKind::Client(client) => {
             let settings = ClientSettings::read(client)?;
@@ -102,12 +93,7 @@ pub fn build(config: &ServiceConfig, previous: Option<&Service>) -> Result<Servi
                 None,
                 Target::remote(targets, Some(target_tls)),
             );
-            let mut files: Vec<_> = client.ca.iter().cloned().collect();
-            if let Some(id) = &client.identity {
-                files.extend([id.cert.clone(), id.key.clone()]);
-            }
-            files.extend(client.crls.iter().cloned());
-            (route, TlsInputs::Client(settings), files)
+            (route, TlsInputs::Client(settings))
         }
     };
     let route = Route {
@@ -122,7 +108,7 @@ pub fn build(config: &ServiceConfig, previous: Option<&Service>) -> Result<Servi
         unix_mode: config.unix_mode,
         targets_shown,
         tls_inputs,
-        files,
+        files: config.files(),
     })
 }
 

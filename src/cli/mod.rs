@@ -146,16 +146,7 @@ fn from_file(flags: &Flags<'_>, file: &str, descriptor_limit: u64) -> Result<Con
              [[server]] or [[client]] table"
         )));
     }
-    let path = std::path::Path::new(file);
-    let document = file::Document::load(path)?;
-    let top = document.top();
-    let global = settings::global(&Layered(flags, &top), descriptor_limit)?;
-    Ok(Config {
-        global,
-        services: document.services()?,
-        demo: None,
-        file: Some(path.to_owned()),
-    })
+    file::read(std::path::Path::new(file), flags, descriptor_limit)
 }
 
 /// The command line as a settings source.
@@ -176,37 +167,6 @@ impl Source for Flags<'_> {
 
     fn has(&self, key: &'static str) -> bool {
         self.0.opt_present(key)
-    }
-}
-
-/// Flags over a config file's settings of the process: a flag given wins.
-struct Layered<'a>(&'a Flags<'a>, &'a dyn Source);
-
-impl Source for Layered<'_> {
-    fn one(&self, key: &'static str) -> Result<Option<String>, StartError> {
-        self.pick(key).one(key)
-    }
-
-    fn all(&self, key: &'static str) -> Result<Vec<String>, StartError> {
-        self.pick(key).all(key)
-    }
-
-    fn switch(&self, key: &'static str) -> Result<bool, StartError> {
-        self.pick(key).switch(key)
-    }
-
-    fn has(&self, key: &'static str) -> bool {
-        self.0.has(key) || self.1.has(key)
-    }
-}
-
-impl Layered<'_> {
-    fn pick(&self, key: &'static str) -> &dyn Source {
-        if self.0.has(key) {
-            self.0
-        } else {
-            self.1
-        }
     }
 }
 

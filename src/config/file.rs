@@ -32,10 +32,14 @@ use toml::{Table, Value};
 
 use super::settings::{self, Source, GLOBAL_KEYS, SERVICE_KEYS};
 use super::{Config, ServiceConfig};
+use crate::address::Address;
 use crate::error::StartError;
 
 /// Keys whose values are files: a relative path is taken from the config file's directory.
 const PATH_KEYS: &[&str] = &["cert", "key", "client-ca", "ca", "crl"];
+
+/// Keys whose values are addresses, which may be unix sockets with relative paths.
+const ADDRESS_KEYS: &[&str] = &["listen", "target", "status"];
 
 /// Service keys that may also stand at the top, as every service's default.
 const DEFAULTS: &[&str] = &[
@@ -53,17 +57,68 @@ pub struct Document {
     table: Table,
 }
 
-/// Reads and checks the file at `path`: its services and the process's settings.
-pub fn read(path: &Path, descriptor_limit: u64) -> Result<Config, StartError> {
+/// Reads and checks the file at `path`: its services and the process's settings, where
+/// a setting `flags` gives wins over the file's.
+pub fn read(path: &Path, flags: &dyn Source, descriptor_limit: u64) -> Result<Config, StartError> {
     let document = Document::load(path)?;
-    let global =
-        settings::global(&document.top(), descriptor_limit).map_err(|e| document.error(None, e))?;
+    // The file's own settings first, so that a mistake there is told as the file's: the
+    // flags over them can then only fail for a flag's value, and say so.
+    settings::global(&document.top(), descriptor_limit).map_err(|e| document.error(None, e))?;
+    let global = settings::global(&Layered(flags, &document.top()), descriptor_limit)?;
     Ok(Config {
         global,
         services: document.services()?,
         demo: None,
         file: Some(path.to_owned()),
     })
+}
+
+/// An error in building `service` (reading its files, resolving its names, binding its
+/// listener), told as the config file's when the service comes from one.
+pub fn service_error(file: Option<&Path>, service: &ServiceConfig, err: StartError) -> StartError {
+    match file {
+        Some(file) if !matches!(err, StartError::InConfig { .. }) => StartError::InConfig {
+            file: file.to_owned(),
+            section: Some(format!(
+                "[[{}]] {:?}",
+                service.kind.mode_name(),
+                service.name
+            )),
+            source: Box::new(err),
+        },
+        _ => err,
+    }
+}
+
+/// One settings source over another: a key the first has wins.
+struct Layered<'a>(&'a dyn Source, &'a dyn Source);
+
+impl Layered<'_> {
+    fn pick(&self, key: &'static str) -> &dyn Source {
+        if self.0.has(key) {
+            self.0
+        } else {
+            self.1
+        }
+    }
+}
+
+impl Source for Layered<'_> {
+    fn one(&self, key: &'static str) -> Result<Option<String>, StartError> {
+        self.pick(key).one(key)
+    }
+
+    fn all(&self, key: &'static str) -> Result<Vec<String>, StartError> {
+        self.pick(key).all(key)
+    }
+
+    fn switch(&self, key: &'static str) -> Result<bool, StartError> {
+        self.pick(key).switch(key)
+    }
+
+    fn has(&self, key: &'static str) -> bool {
+        self.0.has(key) || self.1.has(key)
+    }
 }
 
 impl Document {
@@ -142,6 +197,15 @@ impl Document {
                     ));
                     return Err(self.error(Some(&section), err));
                 }
+                let shared = |s: &&ServiceConfig| s.listen == service.listen && !any_port(s);
+                if let Some(other) = services.iter().find(shared) {
+                    let err = StartError::Usage(format!(
+                        "listen: \"{}\" listens on {} already: give each service a place of \
+                         its own",
+                        other.name, service.listen
+                    ));
+                    return Err(self.error(Some(&section), err));
+                }
                 services.push(service);
             }
         }
@@ -189,6 +253,15 @@ impl Document {
             section: section.map(ToString::to_string),
             source: Box::new(source),
         }
+    }
+}
+
+/// Whether a service listens on port 0, where every listener gets a port of its own.
+fn any_port(service: &ServiceConfig) -> bool {
+    match &service.listen {
+        Address::Ip(addr) => addr.port() == 0,
+        Address::AnyInterface(port) | Address::Host(_, port) => *port == 0,
+        Address::Unix(_) => false,
     }
 }
 
@@ -244,10 +317,16 @@ impl FileTable<'_> {
         Ok(self.resolve(key, text))
     }
 
-    /// Relative paths of file keys are taken from the config file's directory.
+    /// Relative paths of file keys, and of unix sockets (`unix:moat.sock`), are taken
+    /// from the config file's directory.
     fn resolve(&self, key: &str, text: String) -> String {
         if PATH_KEYS.contains(&key) && Path::new(&text).is_relative() {
             return self.dir.join(&text).to_string_lossy().into_owned();
+        }
+        if let Some(path) = text.strip_prefix("unix:") {
+            if ADDRESS_KEYS.contains(&key) && !path.is_empty() && Path::new(path).is_relative() {
+                return format!("unix:{}", self.dir.join(path).to_string_lossy());
+            }
         }
         text
     }
@@ -304,11 +383,37 @@ fn unknown(key: &str, hint: &str) -> StartError {
     StartError::Usage(format!("unknown key '{key}': {hint}"))
 }
 
-/// TOML's messages span lines (with the offending line quoted); moat's errors are one line.
+/// TOML's messages span lines, with the offending line quoted under its number
+/// (`12 | [[client]`) and a caret line; moat's errors are one line: where, then what.
 fn one_line(text: &str) -> String {
+    let quoted = |line: &str| {
+        line.split_once('|')
+            .is_some_and(|(number, _)| number.trim().chars().all(|c| c.is_ascii_digit()))
+    };
     text.lines()
         .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with('|') && !l.chars().all(|c| c == '^'))
+        .filter(|l| !l.is_empty() && !quoted(l))
         .collect::<Vec<_>>()
-        .join(" ")
+        .join(": ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn toml_errors_become_one_line() {
+        let err = "[[client]\nx = 1\n"
+            .parse::<Table>()
+            .unwrap_err()
+            .to_string();
+        assert!(err.lines().count() > 1, "{err}");
+        let line = one_line(&err);
+        assert!(!line.contains('|') && !line.contains('\n'), "{line}");
+        assert!(
+            line.starts_with("TOML parse error at line 1, column "),
+            "{line}"
+        );
+        assert!(line.contains(": unclosed array table"), "{line}");
+    }
 }

@@ -97,6 +97,45 @@ pub struct ServiceConfig {
     pub kind: ServiceKind,
 }
 
+impl ServiceConfig {
+    /// Every file the service reads: certificates, keys, CAs, CRLs.
+    pub fn files(&self) -> Vec<PathBuf> {
+        let mut files = Vec::new();
+        match &self.kind {
+            ServiceKind::Server(server) => {
+                for id in &server.identities {
+                    files.extend([id.cert.clone(), id.key.clone()]);
+                }
+                if let ClientAuth::Required { ca } = &server.client_auth {
+                    files.push(ca.clone());
+                }
+                files.extend(server.crls.iter().cloned());
+            }
+            ServiceKind::Client(client) => {
+                files.extend(client.ca.iter().cloned());
+                if let Some(id) = &client.identity {
+                    files.extend([id.cert.clone(), id.key.clone()]);
+                }
+                files.extend(client.crls.iter().cloned());
+            }
+        }
+        files
+    }
+}
+
+impl Config {
+    /// Every file the configuration reads: its services' files and the config file.
+    pub fn files(&self) -> Vec<PathBuf> {
+        let mut files: Vec<PathBuf> = self
+            .services
+            .iter()
+            .flat_map(ServiceConfig::files)
+            .collect();
+        files.extend(self.file.iter().cloned());
+        files
+    }
+}
+
 /// What a service does with a connection.
 #[derive(Debug, Clone)]
 pub enum ServiceKind {

@@ -5,6 +5,7 @@
 
 pub mod daemon;
 pub mod daemons;
+pub mod files;
 pub mod pki;
 pub mod tls_client;
 
