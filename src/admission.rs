@@ -286,6 +286,9 @@ pub struct Shared {
     max_conns: AtomicUsize,
     /// Some worker stopped accepting at the cap and waits to be woken.
     waiting: AtomicBool,
+    /// A shutdown has begun: the last tunnel to end wakes every worker, so that the one
+    /// hosting the status endpoint, which stays while any tunnel drains, can stop too.
+    draining: AtomicBool,
     wakers: Mutex<Vec<Arc<mio::Waker>>>,
     per_ip: PerIpTable,
     /// Lines for tunnels that never got established, for the whole process.
@@ -302,6 +305,7 @@ impl Shared {
             open: AtomicUsize::new(0),
             max_conns: AtomicUsize::new(max_conns),
             waiting: AtomicBool::new(false),
+            draining: AtomicBool::new(false),
             wakers: Mutex::new(Vec::new()),
             per_ip: PerIpTable::new(max_per_ip),
             unestablished_lines: Mutex::new(LogLimiter::with_burst(
@@ -358,14 +362,23 @@ impl Shared {
     /// Gives a place back (a tunnel ended, or an accept found nobody); wakes the workers
     /// waiting at the cap.
     pub fn release(&self) {
-        self.open.fetch_sub(1, Ordering::AcqRel);
-        if self.waiting.swap(false, Ordering::AcqRel) {
+        // SeqCst with `drain`'s: either this sees the drain begun, or `drain`'s caller
+        // sees this tunnel gone.
+        let last_out =
+            self.open.fetch_sub(1, Ordering::SeqCst) == 1 && self.draining.load(Ordering::SeqCst);
+        if self.waiting.swap(false, Ordering::AcqRel) || last_out {
             if let Ok(wakers) = self.wakers.lock() {
                 for waker in wakers.iter() {
                     let _ = waker.wake();
                 }
             }
         }
+    }
+
+    /// A shutdown has begun; says whether any tunnel is still open in the process.
+    pub fn drain(&self) -> bool {
+        self.draining.store(true, Ordering::SeqCst);
+        self.open.load(Ordering::SeqCst) > 0
     }
 
     /// Counts a tunnel from `ip` under `--max-conns-per-ip`, or refuses it.

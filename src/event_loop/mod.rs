@@ -488,7 +488,10 @@ impl EventLoop {
             return false;
         };
         if self.tunnels.is_empty() {
-            return true;
+            // The status endpoint says `draining` until the last tunnel of every worker
+            // has ended (that one wakes this loop), or the deadline.
+            let others_draining = self.status.is_some() && self.admission.shared().drain();
+            return !others_draining || now >= deadline;
         }
         if now < deadline {
             return false;
