@@ -12,7 +12,8 @@ mod common;
 use std::process::Command;
 use std::time::Instant;
 
-use common::daemon::{free_port, require, run_to_success, running_as_root, Daemon, TempDir};
+use common::daemon::{free_port, require, run_to_success, running_as_root, Daemon};
+use common::files::TempDir;
 use common::{args, Moat, Pki, Tool};
 
 const USER: &str = "moat";

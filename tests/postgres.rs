@@ -16,8 +16,9 @@ use std::time::Instant;
 
 use common::daemon::{
     find_on_path, free_port, missing, note, owner_only, require, run_to_success, running_as_root,
-    system_user, Daemon, TempDir,
+    system_user, Daemon,
 };
+use common::files::TempDir;
 use common::{args, Moat, Pki, Tool};
 
 const USER: &str = "moat";

@@ -5,7 +5,6 @@
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -82,43 +81,6 @@ pub fn free_port() -> u16 {
         .and_then(|l| l.local_addr())
         .expect("pick a free port")
         .port()
-}
-
-/// A private directory, removed with everything in it when dropped.
-pub struct TempDir {
-    pub path: PathBuf,
-}
-
-static NEXT_DIR: AtomicUsize = AtomicUsize::new(0);
-
-impl TempDir {
-    /// A new empty directory under the system's temporary directory, named after `label`.
-    pub fn new(label: &str) -> Self {
-        let path = std::env::temp_dir().join(format!(
-            "moat-{label}-{}-{}",
-            std::process::id(),
-            NEXT_DIR.fetch_add(1, Ordering::SeqCst)
-        ));
-        let _ = std::fs::remove_dir_all(&path);
-        std::fs::create_dir_all(&path).expect("create temp dir");
-        Self { path }
-    }
-
-    /// A path inside the directory.
-    pub fn join(&self, name: &str) -> PathBuf {
-        self.path.join(name)
-    }
-
-    /// A path inside the directory, as a string for a command line.
-    pub fn s(&self, name: &str) -> String {
-        self.join(name).to_string_lossy().into_owned()
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.path);
-    }
 }
 
 /// Runs `command` to completion (at most [`PATIENCE`]) and fails the test, with its output,

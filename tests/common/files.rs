@@ -101,11 +101,12 @@ pub fn fails_with(args: &[&str], code: i32, needles: &[&str]) -> String {
     let (got, stdout, stderr) = run_to_exit(args);
     let shown = format!("moat {args:?}\nexit {got}\nstdout: {stdout:?}\nstderr: {stderr:?}");
     assert_eq!(got, code, "{shown}");
+    assert!(stdout.is_empty(), "{shown}");
     assert!(
         stderr.starts_with("moat: ") && stderr.ends_with('\n') && stderr.lines().count() == 1,
         "not exactly one 'moat: ' line\n{shown}"
     );
-    for bad in ["panicked", "backtrace", "os error"] {
+    for bad in ["panicked", "backtrace", "RUST_BACKTRACE", "os error"] {
         assert!(!stderr.contains(bad), "{bad:?} in the message\n{shown}");
     }
     for needle in needles {
