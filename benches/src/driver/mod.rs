@@ -130,7 +130,7 @@ fn measure_all(
                         runs[index].1.push(m);
                     }
                     Err(e) => {
-                        eprintln!("failed: {}", e.lines().next().unwrap_or(""));
+                        eprintln!("failed: {}", report::error_summary(&e));
                         runs[index].2 = Some(e);
                     }
                 }

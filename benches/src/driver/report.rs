@@ -140,6 +140,17 @@ impl Row {
     }
 }
 
+/// An error in one line: its first line, and when the log's tail follows it (`... its log
+/// says:`), the tail's last line, which is usually the target's own complaint.
+pub fn error_summary(error: &str) -> String {
+    let mut lines = error.lines().map(str::trim).filter(|l| !l.is_empty());
+    let first = lines.next().unwrap_or("");
+    match lines.next_back() {
+        Some(last) if first.ends_with(':') => format!("{first} {last}"),
+        _ => first.to_string(),
+    }
+}
+
 /// The target's CPU time per handshake in µs: the inverse of the per-CPU figure.
 fn per_handshake_us(m: &Measured) -> f64 {
     let per_cpu = m.per_cpu(FigureKind::Handshakes);
@@ -312,13 +323,7 @@ pub fn cells(rows: &[Row]) -> (Vec<&'static str>, Vec<Vec<String>>) {
                     what.to_string(),
                 ];
                 line.resize(header.len() - 1, String::new());
-                line.push(
-                    row.error
-                        .as_deref()
-                        .and_then(|e| e.lines().next())
-                        .unwrap_or("")
-                        .to_string(),
-                );
+                line.push(row.error.as_deref().map_or(String::new(), error_summary));
                 return line;
             };
             let per_cpu = if kind.is_ratio() {
@@ -475,6 +480,15 @@ mod tests {
             notes.contains("target CPU per handshake 1.25× handshake-x25519's (250 vs 200 µs)"),
             "{notes}"
         );
+        assert_eq!(
+            error_summary(
+                "moat did not start: it exited (exit status: 2); its log says:\n\
+                 moat: unknown flag --workers (see moat --help) (target log: x.log)"
+            ),
+            "moat did not start: it exited (exit status: 2); its log says: \
+             moat: unknown flag --workers (see moat --help) (target log: x.log)"
+        );
+        assert_eq!(error_summary("refused\nmore"), "refused");
         // moat-base has no handshake-x25519 row of its own.
         assert!(body[1][column("notes")].contains("run handshake-x25519 too"));
         assert!(!cells(&rows[2..]).0.contains(&"vs moat-base"));
