@@ -77,19 +77,19 @@ fn options_spec() -> getopts::Options {
     opts.optopt(
         "",
         "duration",
-        "measured window per run (default 5s; quick 1s)",
+        "measured window per run (default 3s; quick 1s)",
         "DUR",
     );
     opts.optopt(
         "",
         "warmup",
-        "warm-up before each window (default 1s; quick 0.3s)",
+        "warm-up before each window (default 0.5s; quick 0.3s)",
         "DUR",
     );
     opts.optopt(
         "",
         "rounds",
-        "runs per scenario and target; the median is kept (default 1)",
+        "runs per scenario and target; the median is kept (default 3; quick 1)",
         "N",
     );
     opts.optopt(
