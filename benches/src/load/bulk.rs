@@ -23,6 +23,7 @@ pub async fn run(args: &Args, client: Client) -> Result<Report> {
                 Ok(tls) => tls,
                 Err(e) => return counters.error("connect", e),
             };
+            counters.note_negotiated(tls.get_ref().1);
             let result = if upload {
                 let buf = crate::backend::pattern(CHUNK);
                 loop {

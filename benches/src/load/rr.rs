@@ -12,7 +12,7 @@ use std::time::Instant;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::task::JoinHandle;
 
-use super::{measure, Args, Client, Counters, Report};
+use super::{measure, Args, Client, Counters, Report, Window};
 use crate::Result;
 
 /// Windows a set of request tasks can file latencies under.
@@ -41,6 +41,7 @@ impl RrTasks {
                 .connect()
                 .await
                 .map_err(|e| format!("cannot open a connection through the target: {e}"))?;
+            counters.note_negotiated(tls.get_ref().1);
             if let Some(byte) = selector {
                 tls.write_all(&[byte])
                     .await
@@ -126,6 +127,22 @@ pub fn put_percentiles(report: &mut Report, sorted_ns: &[u64], base: bool) {
     report.put(keys[0], sorted_ns.len());
     for (key, q) in keys[1..].iter().zip([0.50, 0.99, 0.999]) {
         report.put(key, format!("{:.1}", percentile(sorted_ns, q) / 1000.0));
+    }
+}
+
+/// Puts the figures of the window without load beside it (`base_ops`, `base_secs`,
+/// `base_target_cpu`, `base_cpu0_busy`, `base_cpu1_busy`) into the report.
+pub fn put_base_window(report: &mut Report, alone: &Window) {
+    report.put("base_ops", alone.ops);
+    report.put("base_secs", format!("{:.3}", alone.secs));
+    let (a, b) = (&alone.cpu_start, &alone.cpu_end);
+    report.put(
+        "base_target_cpu",
+        format!("{:.3}", (b.target - a.target).as_secs_f64()),
+    );
+    for (i, (end, start)) in b.cpus.iter().zip(&a.cpus).enumerate().take(2) {
+        let key = ["base_cpu0_busy", "base_cpu1_busy"][i];
+        report.put(key, format!("{:.1}", end.busy_pct_since(start)));
     }
 }
 
