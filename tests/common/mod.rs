@@ -3,8 +3,11 @@
 
 #![allow(dead_code)] // each test binary uses a different part of this module
 
+pub mod fault;
+pub mod matrix;
 pub mod pki;
 pub mod tls_client;
+pub mod tls_peer;
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
