@@ -123,6 +123,10 @@ fn server_backend_that_never_reads_is_cut_at_the_idle_timeout_as_an_abort() {
     );
     assert!(at_client.ending.is_tls_abort(), "{:?}", at_client.ending);
     let grown = watch.peak_growth_kib();
+    eprintln!(
+        "the client sent {} KiB before backpressure stopped it; moat rose by {grown} KiB",
+        at_client.sent >> 10
+    );
     assert!(grown < 4 * 1024, "moat grew by {grown} KiB");
     let line = assert_ended(&moat, &watch, "end=idle timeout");
     // Only now does the backend look at what it was given.

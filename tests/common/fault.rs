@@ -91,7 +91,10 @@ fn plain_error(e: &io::Error) -> Ending {
     }
 }
 
-/// Reads until the stream ends; `pause` after each read makes a slow reader.
+/// A slow reader pauses once per this many bytes read.
+pub const PAUSE_EVERY: usize = 16 * 1024;
+
+/// Reads until the stream ends; a `pause` per [`PAUSE_EVERY`] bytes makes a slow reader.
 pub fn read_plain(stream: &mut TcpStream, pause: Option<Duration>) -> Received {
     read_plain_noting(stream, pause, usize::MAX, || {})
 }
@@ -112,13 +115,14 @@ fn read_plain_noting(
                 noted();
             }
         }
+        let before = got.len();
         match stream.read(&mut buf) {
             Ok(0) => break Ending::Fin,
             Ok(n) => got.extend_from_slice(&buf[..n]),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => break plain_error(&e),
         }
-        if let Some(pause) = pause {
+        if let Some(pause) = pause.filter(|_| before / PAUSE_EVERY != got.len() / PAUSE_EVERY) {
             thread::sleep(pause);
         }
     };
@@ -142,7 +146,7 @@ pub struct Script {
     /// TLS: key updates it asks for (TLS 1.3 `KeyUpdate`, update requested), spread
     /// evenly over `data`.
     pub key_updates: usize,
-    /// A pause after each read from the socket: a slow reader.
+    /// A pause per [`PAUSE_EVERY`] bytes read from the socket: a slow reader.
     pub read_pause: Option<Duration>,
     /// A small receive buffer (`SO_RCVBUF`), so that a slow reader slows its sender down.
     pub recv_buffer: Option<usize>,
@@ -167,10 +171,9 @@ impl Script {
         self
     }
 
-    /// Reads slowly: a small receive buffer, and a pause after each read.
+    /// Reads slowly: `pause` per [`PAUSE_EVERY`] bytes.
     pub fn reading_slowly(mut self, pause: Duration) -> Self {
         self.read_pause = Some(pause);
-        self.recv_buffer = Some(16 * 1024);
         self
     }
 

@@ -24,7 +24,7 @@ use rustls::{
     ContentType, ProtocolVersion, ServerConfig, ServerConnection, SupportedCipherSuite,
 };
 
-use super::fault::{Close, Ending, Received, Script};
+use super::fault::{Close, Ending, Received, Script, PAUSE_EVERY};
 use super::{Pki, PATIENCE};
 
 /// A client configuration that lets the peer take its traffic keys (for alerts and bad
@@ -122,6 +122,8 @@ struct TlsPeer {
     /// Writing failed; what is left is to read.
     write_dead: bool,
     tcp_eof: bool,
+    /// Bytes read from the socket, for the pauses of a slow reader.
+    wire_read: usize,
     got: Vec<u8>,
     ending: Option<Ending>,
 }
@@ -145,6 +147,7 @@ impl TlsPeer {
             closed: false,
             write_dead: false,
             tcp_eof: false,
+            wire_read: 0,
             got: Vec::new(),
             ending: None,
         }
@@ -260,8 +263,11 @@ impl TlsPeer {
         }
         match self.conn.read_tls(&mut self.sock) {
             Ok(0) => self.tcp_eof = true,
-            Ok(_) => {
-                if let Some(pause) = self.script.read_pause {
+            Ok(n) => {
+                let before = self.wire_read;
+                self.wire_read += n;
+                let crossed = before / PAUSE_EVERY != self.wire_read / PAUSE_EVERY;
+                if let Some(pause) = self.script.read_pause.filter(|_| crossed) {
                     thread::sleep(pause);
                 }
             }
