@@ -143,6 +143,56 @@ fn server_backend_that_never_reads_is_cut_at_the_idle_timeout_as_an_abort() {
     );
 }
 
+/// An idle tunnel cut at the idle timeout: neither peer ended its stream, so neither may
+/// be told it did. (An upload that merely paused for longer must not pass for complete.)
+#[test]
+fn server_idle_tunnel_cut_at_the_idle_timeout_reaches_both_peers_as_an_abort() {
+    let pki = Pki::new();
+    let backend = exchanging(b"pong".to_vec(), Close::AfterPeerEnd);
+    let moat = server(&pki, &backend.target(), &["--idle-timeout", "1s"]);
+    let watch = Watch::new(&moat);
+    let script = Script::new(b"ping".to_vec(), Close::AfterPeerEnd);
+    let at_client = tls_client(moat.addr(), client_config(&pki, Some("client")), script);
+    assert!(at_client.ending.is_tls_abort(), "{:?}", at_client.ending);
+    assert_eq!(at_client.got, b"pong");
+    let at_backend = backend.report();
+    at_backend.assert_whole(b"ping", Ending::Reset);
+    assert_ended(&moat, &watch, "end=idle timeout");
+}
+
+/// The backend ended its stream (the client got it as `close_notify`) but the client never
+/// ends its own: at the close timeout the backend learns that the client's stream was cut.
+#[test]
+fn server_close_timeout_after_the_backend_ended_resets_the_backend() {
+    let pki = Pki::new();
+    let down = random_bytes(64 * 1024, 113);
+    let backend = exchanging(down.clone(), Close::AfterSending);
+    let moat = server(&pki, &backend.target(), &["--close-timeout", "1s"]);
+    let watch = Watch::new(&moat);
+    let up = random_bytes(64 * 1024, 114);
+    // The client reads the backend's whole stream and its end, and never ends its own.
+    let (done_tx, done) = mpsc::channel();
+    let config = client_config(&pki, Some("client"));
+    let addr = moat.addr();
+    let client_up = up.clone();
+    std::thread::spawn(move || {
+        let mut tls = common::tls_client::tls_connect(addr, config);
+        tls.write_all(&client_up).unwrap();
+        tls.flush().unwrap();
+        let mut got = Vec::new();
+        let read = std::io::Read::read_to_end(&mut tls, &mut got);
+        let _ = done_tx.send((got, read.map_err(|e| e.kind())));
+        // Hold the connection (and its unsent end) until the test is over.
+        std::thread::sleep(PATIENCE);
+    });
+    let (got, read) = done.recv_timeout(PATIENCE).expect("the client's read");
+    common::fault::assert_same(&got, &down);
+    assert_eq!(read, Ok(got.len()), "the client did not get close_notify");
+    let at_backend = backend.report();
+    at_backend.assert_whole(&up, Ending::Reset);
+    assert_ended(&moat, &watch, "end=close timeout");
+}
+
 /// Half a ClientHello, then `end`: moat gives up on the handshake, never dials the
 /// backend, and closes without a reset.
 fn vanish_mid_handshake(end: Close) {
@@ -286,6 +336,23 @@ fn client_target_closing_at_once_reaches_the_plain_client_as_a_reset() {
     );
     assert_eq!(at_client.ending, Ending::Reset, "{at_client:?}");
     assert_ended(&moat, &watch, "end=target closed during the TLS handshake");
+}
+
+/// A target that accepts and never answers the TLS handshake: at the handshake timeout the
+/// plain client is reset, not told that the server had nothing to say.
+#[test]
+fn client_target_silent_in_its_handshake_reaches_the_plain_client_as_a_reset() {
+    let pki = Pki::new();
+    let (held_tx, held) = mpsc::channel::<TcpStream>();
+    let held_tx = Mutex::new(held_tx);
+    let target = Backend::start(move |stream| held_tx.lock().unwrap().send(stream).unwrap());
+    let moat = client(&pki, &target.target(), &["--handshake-timeout", "300ms"]);
+    let watch = Watch::new(&moat);
+    let script = Script::new(Vec::new(), Close::AfterPeerEnd);
+    let at_client = plain_exchange(connect(moat.addr()), script);
+    assert_eq!(at_client.ending, Ending::Reset, "{at_client:?}");
+    assert_ended(&moat, &watch, "end=handshake timeout");
+    drop(held);
 }
 
 #[test]
