@@ -1,6 +1,7 @@
-//! Fault injection over plain sockets: how a reader tells the ways a stream can end apart,
-//! plain peers that send and half-close in a given order, and the check that a tunnel left
-//! nothing behind in moat (no tunnel, no buffer, no descriptor).
+//! Fault injection: how a reader tells the ways a stream can end apart ([`Ending`]), what a
+//! peer does ([`Script`]), plain peers that follow a script ([`plain_exchange`]; the TLS
+//! peer is in `tls_peer.rs`), and the check that a case left nothing behind in moat — no
+//! tunnel, no buffer, no descriptor ([`Watch`]).
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpStream};
@@ -38,7 +39,6 @@ impl Ending {
 }
 
 /// What a peer received, and how its stream ended.
-#[derive(Debug)]
 pub struct Received {
     /// Every byte that arrived, in order.
     pub got: Vec<u8>,
@@ -46,6 +46,17 @@ pub struct Received {
     pub ending: Ending,
     /// How many bytes of its own the peer handed to the kernel (or to rustls).
     pub sent: usize,
+}
+
+/// Lengths, not megabytes of data, in failure messages.
+impl std::fmt::Debug for Received {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Received")
+            .field("got", &format_args!("{} bytes", self.got.len()))
+            .field("ending", &self.ending)
+            .field("sent", &self.sent)
+            .finish()
+    }
 }
 
 impl Received {
@@ -148,8 +159,6 @@ pub struct Script {
     pub key_updates: usize,
     /// A pause per [`PAUSE_EVERY`] bytes read from the socket: a slow reader.
     pub read_pause: Option<Duration>,
-    /// A small receive buffer (`SO_RCVBUF`), so that a slow reader slows its sender down.
-    pub recv_buffer: Option<usize>,
 }
 
 impl Script {
@@ -161,7 +170,6 @@ impl Script {
             end_after_receiving: 0,
             key_updates: 0,
             read_pause: None,
-            recv_buffer: None,
         }
     }
 
@@ -211,11 +219,6 @@ pub fn plain_exchange(stream: TcpStream, script: Script) -> Received {
     stream
         .set_write_timeout(Some(PATIENCE))
         .expect("write timeout");
-    if let Some(size) = script.recv_buffer {
-        socket2::SockRef::from(&stream)
-            .set_recv_buffer_size(size)
-            .expect("SO_RCVBUF");
-    }
     let mut reader = stream.try_clone().expect("clone stream");
     let (ended_tx, ended_rx) = mpsc::channel();
     let (mark_tx, mark_rx) = mpsc::channel();

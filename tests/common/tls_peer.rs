@@ -15,7 +15,8 @@ use std::time::Instant;
 
 use mio::{Events, Interest, Poll, Token};
 use rustls::crypto::cipher::{
-    InboundOpaqueMessage, MessageDecrypter, MessageEncrypter, OutboundChunks, OutboundPlainMessage,
+    AeadKey, InboundOpaqueMessage, Iv, MessageDecrypter, MessageEncrypter, OutboundChunks,
+    OutboundPlainMessage,
 };
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
@@ -130,11 +131,6 @@ struct TlsPeer {
 
 impl TlsPeer {
     fn new(sock: TcpStream, conn: Connection, script: Script) -> Self {
-        if let Some(size) = script.recv_buffer {
-            socket2::SockRef::from(&sock)
-                .set_recv_buffer_size(size)
-                .expect("SO_RCVBUF");
-        }
         let raw = sock.try_clone().expect("clone socket");
         sock.set_nonblocking(true).expect("nonblocking");
         Self {
@@ -352,6 +348,9 @@ impl TlsPeer {
 
     /// Ends the script without rustls: a reset, or a record written with the session's own
     /// keys; then reads what comes back on the raw socket, decrypting it with the same keys.
+    ///
+    /// Part of a record that rustls read but could not yet decrypt would be lost here; the
+    /// cases that read moat's answer make sure nothing else is on its way by then.
     fn finale(mut self) -> Received {
         // Take what already arrived first: the keys' sequence numbers count it.
         while self.step() {}
@@ -373,7 +372,7 @@ impl TlsPeer {
             .dangerous_extract_secrets()
             .expect("the session's traffic keys");
         let (tx_seq, tx) = secrets.tx;
-        let (mut key, mut iv) = key_and_iv(tx);
+        let (key, iv) = key_and_iv(tx);
         let mut encrypter: Box<dyn MessageEncrypter> = suite.aead_alg.encrypter(key, iv);
         let (typ, payload) = match close {
             Close::Alert(alert) => (ContentType::Alert, vec![2, u8::from(alert)]),
@@ -397,7 +396,7 @@ impl TlsPeer {
             }
         }
         let (rx_seq, rx) = secrets.rx;
-        (key, iv) = key_and_iv(rx);
+        let (key, iv) = key_and_iv(rx);
         let decrypter = suite.aead_alg.decrypter(key, iv);
         let mut raw = self.raw;
         raw.set_nonblocking(false).expect("blocking");
@@ -415,9 +414,8 @@ impl TlsPeer {
     }
 }
 
-fn key_and_iv(
-    secrets: ConnectionTrafficSecrets,
-) -> (rustls::crypto::cipher::AeadKey, rustls::crypto::cipher::Iv) {
+/// The key and IV of one direction's traffic secrets.
+fn key_and_iv(secrets: ConnectionTrafficSecrets) -> (AeadKey, Iv) {
     match secrets {
         ConnectionTrafficSecrets::Aes128Gcm { key, iv }
         | ConnectionTrafficSecrets::Aes256Gcm { key, iv }
