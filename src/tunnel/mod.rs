@@ -382,15 +382,23 @@ impl Tunnel {
 
     /// Closes both ends after the tunnel ended for `reason`; returns whether one of them
     /// lingers (the tunnel must then stay until [`Tunnel::has_ended`] or its linger
-    /// deadline). An abort on one side reaches the other as an abort (a reset towards a
-    /// plain peer); a TLS peer that was sent a fatal alert gets a lingering close.
+    /// deadline).
+    ///
+    /// A peer is told "end of stream" only when the stream towards it ended at its source
+    /// and that end was passed on. A stream cut short for any other reason — the other
+    /// side reset or failed its TLS session, the target could not be reached or failed its
+    /// handshake, a deadline or a shutdown came first — reaches it as an abort: a reset
+    /// towards a plain peer, no `close_notify` towards a TLS one. So a backend never takes
+    /// an upload moat gave up on, or bytes moat could not deliver, for a complete one. A TLS
+    /// peer that was sent a fatal alert gets a lingering close instead, so the alert arrives.
     pub fn close(&mut self, reason: &EndReason, pool: &mut BufferPool) -> bool {
-        let (aborted_by, alerted) = (reason.aborted_by(), reason.alerted());
+        let alerted = reason.alerted();
         let down = std::mem::replace(&mut self.down, Endpoint::Closed);
         let up = match std::mem::replace(&mut self.up, Upstream::NotDialled) {
             Upstream::Open(end) => Some(end),
             Upstream::Connecting { socket, .. } => {
-                drop(socket);
+                // The target may have accepted already: it must not see a clean end either.
+                socket.abort();
                 None
             }
             Upstream::NotDialled => None,
@@ -398,7 +406,7 @@ impl Tunnel {
         let ends = [(Side::Client, Some(down)), (Side::Target, up)];
         for (side, end) in ends {
             let Some(end) = end else { continue };
-            let abort = aborted_by.is_some_and(|by| by != side);
+            let abort = !self.relay.towards(side).is_finished();
             if let Some(lingering) = end.close(pool, alerted == Some(side), abort) {
                 self.lingering = Some((side, lingering));
             }

@@ -74,15 +74,6 @@ pub enum EndReason {
 }
 
 impl EndReason {
-    /// The side whose stream was cut off, if this end is an abort: that side reset, or its
-    /// TLS session failed. The other side must learn of it as an abort, not a clean end.
-    pub(super) fn aborted_by(&self) -> Option<Side> {
-        match self {
-            Self::Io(side, _) | Self::Tls(side, _) | Self::Refused(side, _) => Some(*side),
-            _ => None,
-        }
-    }
-
     /// The side that moat sent a fatal TLS alert, if any: it lingers so the alert arrives.
     pub(super) fn alerted(&self) -> Option<Side> {
         match self {

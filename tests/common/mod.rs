@@ -5,9 +5,12 @@
 
 pub mod daemon;
 pub mod daemons;
+pub mod fault;
 pub mod files;
+pub mod matrix;
 pub mod pki;
 pub mod tls_client;
+pub mod tls_peer;
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
