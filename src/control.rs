@@ -38,8 +38,9 @@ use crate::sandbox;
 const SIGNALS: Token = Token(0);
 const WORKER_DONE: Token = Token(1);
 
-/// How long a `stats:` line waits for every worker's count.
-const STATS_PATIENCE: Duration = Duration::from_secs(1);
+/// How long the control thread waits for every worker's answer (its counts for a
+/// `stats:` line, its listeners closed at shutdown).
+const WORKER_PATIENCE: Duration = Duration::from_secs(1);
 
 /// One worker thread, as the control thread sees it.
 #[derive(Debug)]
@@ -266,17 +267,30 @@ impl Control {
             return;
         }
         let grace = self.generation.config.global.shutdown_timeout;
-        log::info!(
-            "{name}: no longer accepting; waiting up to {grace:?} for {} open tunnel(s)",
-            self.shared.open()
-        );
         if let Some(notifier) = &self.notifier {
             notifier.stopping();
         }
         self.shutdown = Some(Instant::now());
+        let (closed, acks) = mpsc::channel();
         for worker in &self.workers {
-            worker.tell(Command::Shutdown(grace));
+            worker.tell(Command::Shutdown(grace, closed.clone()));
         }
+        drop(closed);
+        // The line is true when it is read: every worker has closed its listeners (a worker
+        // that does not answer within the patience is not waited for).
+        let deadline = Instant::now() + WORKER_PATIENCE;
+        for _ in &self.workers {
+            if acks
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+                .is_err()
+            {
+                break;
+            }
+        }
+        log::info!(
+            "{name}: no longer accepting; waiting up to {grace:?} for {} open tunnel(s)",
+            self.shared.open()
+        );
     }
 
     /// Every worker has stopped: join them and say how it went.
@@ -309,7 +323,7 @@ impl Control {
             worker.tell(Command::Stats(reply.clone()));
         }
         drop(reply);
-        let deadline = Instant::now() + STATS_PATIENCE;
+        let deadline = Instant::now() + WORKER_PATIENCE;
         let mut total = Stats::default();
         for _ in &self.workers {
             match counts.recv_timeout(deadline.saturating_duration_since(Instant::now())) {

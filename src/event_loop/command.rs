@@ -15,8 +15,9 @@ pub enum Command {
     Serve(Vec<Offer>),
     /// A new share of the handshake budget (reload).
     MaxHandshakes(usize),
-    /// Stop accepting; let open tunnels finish for this long, then close them.
-    Shutdown(Duration),
+    /// Stop accepting; let open tunnels finish for this long, then close them. The worker
+    /// answers once its listeners are closed.
+    Shutdown(Duration, mpsc::Sender<()>),
     /// Close every tunnel now (a second SIGTERM).
     StopNow,
     /// Report how many tunnels and buffers the worker holds.

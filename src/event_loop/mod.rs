@@ -266,7 +266,10 @@ impl EventLoop {
                 }
             }
             Command::MaxHandshakes(max) => self.admission.set_max_handshakes(max),
-            Command::Shutdown(grace) => self.begin_shutdown(grace, now),
+            Command::Shutdown(grace, closed) => {
+                self.begin_shutdown(grace, now);
+                let _ = closed.send(());
+            }
             Command::StopNow => self.shutdown_deadline = Some(now),
             Command::Stats(reply) => {
                 let _ = reply.send(Stats {
