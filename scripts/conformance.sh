@@ -182,7 +182,27 @@ wait "$scan_mtls" || echo "conformance: testssl mtls exited with status $?"
 echo "conformance: testssl took $((SECONDS - scan_start)) s"
 
 verdict=0
-python3 "$root/scripts/testssl_verdict.py" plain "$dir/testssl-plain.json" || verdict=1
+# Resumption, checked apart from testssl: s_client's input is held open for a second, so
+# the TLS 1.3 ticket that comes after the handshake is read and saved (see
+# testssl_verdict.py on testssl's own check of it).
+resumes() { # PORT S_CLIENT-FLAGS...
+  local session="$dir/own-session.pem"
+  rm -f "$session"
+  sleep 1 | openssl s_client -connect "127.0.0.1:$1" -servername localhost "${@:2}" \
+    -sess_out "$session" >/dev/null 2>&1 || return 1
+  [ -s "$session" ] || return 1
+  openssl s_client -connect "127.0.0.1:$1" -servername localhost "${@:2}" -sess_in "$session" \
+    </dev/null 2>/dev/null | grep -q '^Reused'
+}
+resumption=()
+if resumes "${moat_port[plain]}" -tls1_3 && resumes "${moat_port[plain]}" -tls1_2 -no_ticket; then
+  resumption=(--resumption-verified)
+  echo "conformance: s_client resumed a TLS 1.3 ticket and a TLS 1.2 session ID on plain"
+else
+  echo "conformance: s_client could not resume a session on plain (TLS 1.3 ticket or TLS 1.2 session ID)"
+  verdict=1
+fi
+python3 "$root/scripts/testssl_verdict.py" plain "$dir/testssl-plain.json" "${resumption[@]}" || verdict=1
 python3 "$root/scripts/testssl_verdict.py" mtls "$dir/testssl-mtls.json" --client-auth || verdict=1
 
 # --- sslyze: Mozilla's TLS configurations ---------------------------------------------------
