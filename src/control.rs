@@ -100,11 +100,7 @@ pub fn run(
         Ok(SocketAddress::Tcp(addr)) => Some(addr.port()),
         _ => None,
     });
-    if let Some(listener) = &status {
-        if let Ok(local) = listener.local() {
-            log::info!("status: listening on {local}, serving /metrics and /healthz");
-        }
-    }
+    let status_shown = status.as_ref().and_then(|listener| listener.local().ok());
     for (index, offers) in offers.into_iter().enumerate() {
         let (commands, receiver) = mpsc::channel();
         let setup = WorkerSetup {
@@ -144,6 +140,9 @@ pub fn run(
     // Only now, with every listener bound, the signal handlers installed and the sandbox
     // entered, is moat ready: a supervisor that signals it as soon as it says so must find
     // it able to shut down.
+    if let Some(local) = status_shown {
+        log::info!("status: listening on {local}, serving /metrics and /healthz");
+    }
     let listening = loops.first().map(EventLoop::listening).unwrap_or_default();
     for (name, local, targets) in &listening {
         log::info!("{name}: listening on {local}, forwarding to {targets}");
