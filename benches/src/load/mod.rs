@@ -113,6 +113,9 @@ pub struct Args {
     pub source_ip: Option<std::net::IpAddr>,
     /// The target's handshake timeout, against which attackers' lifetimes are checked.
     pub cut_after: Option<Duration>,
+    /// Bulk: write or check the backend's [`crate::backend::Stream`] (it needs `--verify`
+    /// too); request/response: number each request and check every echo.
+    pub verify: bool,
 }
 
 /// Parses `moat-bench load` options.
@@ -129,6 +132,11 @@ pub fn parse_args(argv: &[String]) -> Result<Args> {
     opts.optopt("", "cert", "client certificate (mutual TLS)", "FILE");
     opts.optopt("", "key", "client key (mutual TLS)", "FILE");
     opts.optflag("", "resume", "resume sessions from a deep ticket pool");
+    opts.optflag(
+        "",
+        "verify",
+        "check every byte: bulk against `backend --verify`, request/response echoes",
+    );
     opts.optopt("", "concurrency", "connections or streams in parallel", "N");
     opts.optopt("", "tunnels", "idle mode: tunnels to hold open", "N");
     opts.optopt("", "size", "request/response message size in bytes", "N");
@@ -208,6 +216,7 @@ pub fn parse_args(argv: &[String]) -> Result<Args> {
             .opt_str("cut-after")
             .map(|v| parse_duration(&v).map_err(|e| format!("--cut-after: {e}")))
             .transpose()?,
+        verify: m.opt_present("verify"),
     })
 }
 
