@@ -10,9 +10,11 @@
 # --verify`, and at the same time, for the whole run, one `moat-bench load` process each for:
 # full handshakes, resumed handshakes, request/response, bulk upload, bulk download (all
 # byte-checked), idle tunnels held open, a slowloris flood and a garbage flood. Every 60 s
-# moat gets SIGHUP (the config file alternates an allow-list, so every other reload builds new
-# TLS state), every 120 s SIGUSR1. Afterwards benches/soak_report.py checks the samples and
-# writes the verdict and the chart. Exit status 0 only if every check passed.
+# moat gets SIGHUP, every 120 s SIGUSR1. Before each SIGHUP the config file gains or loses an
+# allow-list on the mtls service, so every reload builds that service new TLS state (ticket
+# keys, chain cache) and keeps the other four services' as they were. Afterwards
+# benches/soak_report.py checks the samples and writes the verdict and the chart. Exit
+# status 0 only if every check passed.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -163,8 +165,9 @@ CONFIG=$OUT/moat.toml
 IDLE_TIMEOUT=$((DURATION + 900))s
 CLIENT_CN="moat-bench client"
 
-# write_config VARIANT: variant 1 adds an allow-list to the mtls service (a change of its TLS
-# inputs: new ticket keys and chain cache at that reload), variant 0 has none.
+# write_config VARIANT: variant 1 gives the mtls service an allow-list, variant 0 none. Going
+# from one to the other changes that service's TLS inputs: the reload gives it new ticket
+# keys and a new chain cache, so its clients' tickets stop resuming once.
 write_config() {
     local allow=""
     if [ "$1" = 1 ]; then allow="allow-cn = [\"$CLIENT_CN\"]"; fi
