@@ -120,6 +120,9 @@ pub struct Args {
     pub source_ip: Option<std::net::IpAddr>,
     /// The target's handshake timeout, against which attackers' lifetimes are checked.
     pub cut_after: Option<Duration>,
+    /// Bulk: write or check the backend's [`crate::backend::Stream`] (it needs `--verify`
+    /// too); request/response: number each request and check every echo.
+    pub verify: bool,
 }
 
 /// Parses `moat-bench load` options.
@@ -141,6 +144,11 @@ pub fn parse_args(argv: &[String]) -> Result<Args> {
         "profile",
         "suites and groups the client offers: default, openssl-order, mlkem",
         "NAME",
+    );
+    opts.optflag(
+        "",
+        "verify",
+        "check every byte: bulk against `backend --verify`, request/response echoes",
     );
     opts.optopt("", "concurrency", "connections or streams in parallel", "N");
     opts.optopt(
@@ -230,6 +238,7 @@ pub fn parse_args(argv: &[String]) -> Result<Args> {
             .opt_str("cut-after")
             .map(|v| parse_duration(&v).map_err(|e| format!("--cut-after: {e}")))
             .transpose()?,
+        verify: m.opt_present("verify"),
     })
 }
 

@@ -1,6 +1,8 @@
 //! Request/response scenario: `concurrency` connections, each sending a `size`-byte message
 //! and waiting for the echo before sending the next. Reports requests per second and the
-//! latency percentiles of the requests completed inside the measured window.
+//! latency percentiles of the requests completed inside the measured window. With
+//! `--verify` each request carries its number in its first 8 bytes, and an echo that is not
+//! the request it answers is an error that ends the connection's loop.
 //!
 //! The fairness scenario reuses the same tasks for two windows (without, then with a bulk
 //! stream beside them): each task files its latencies under the window that is open.
@@ -54,14 +56,21 @@ impl RrTasks {
         for mut tls in streams {
             let counters = counters.clone();
             let phase = phase.clone();
-            let size = args.size;
+            let (size, verify) = (args.size, args.verify);
             tasks.push(tokio::spawn(async move {
-                let request = crate::backend::pattern(size);
+                let mut request = crate::backend::pattern(size);
                 let mut reply = vec![0u8; size];
+                let mut number = 0u64;
                 let mut latencies_ns: Vec<Vec<u64>> = (0..WINDOWS)
                     .map(|_| Vec::with_capacity(64 * 1024))
                     .collect();
                 while !counters.stopped() {
+                    if verify {
+                        number += 1;
+                        let tag = number.to_le_bytes();
+                        let n = tag.len().min(size);
+                        request[..n].copy_from_slice(&tag[..n]);
+                    }
                     let start = Instant::now();
                     let done = async {
                         tls.write_all(&request).await?;
@@ -69,6 +78,10 @@ impl RrTasks {
                     };
                     if let Err(e) = done.await {
                         counters.error("request", e);
+                        break;
+                    }
+                    if verify && reply != request {
+                        counters.error("request", format!("echo of request {number} differs"));
                         break;
                     }
                     counters.add(&counters.ops, 1);
