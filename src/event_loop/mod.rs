@@ -317,8 +317,15 @@ impl EventLoop {
                 route: &route,
                 pool: &mut self.pool,
             };
+            let before = tunnel.bytes();
             let result = tunnel.drive(&mut ctx);
             self.pool.trace_for(None);
+            // Counted as they move, so a long tunnel's bytes show while it lasts.
+            let after = tunnel.bytes();
+            tunnel.metrics.relayed(
+                after.0.saturating_sub(before.0),
+                after.1.saturating_sub(before.1),
+            );
             if let Ok(step) = &result {
                 if step.handshake_done {
                     if let Some(common) = tunnel.tls_common() {
@@ -450,8 +457,6 @@ impl EventLoop {
         }
         let metrics = &tunnel.metrics;
         metrics.tunnel_closed(TunnelEnd::of(&reason));
-        let (to_target, to_client) = tunnel.bytes();
-        metrics.relayed(to_target, to_client);
         if tunnel.handshake_stage().is_some() || tunnel.is_held() {
             metrics.handshake_failed(HandshakeFailure::of(&reason));
         }
