@@ -53,6 +53,8 @@ pub struct BufferPool {
     max_spare: usize,
     in_use: usize,
     large_in_use: usize,
+    /// While a traced tunnel is driven (`--trace`): lending and taking back are logged.
+    trace: Option<crate::trace::Tag>,
 }
 
 impl BufferPool {
@@ -63,12 +65,24 @@ impl BufferPool {
             max_spare,
             in_use: 0,
             large_in_use: 0,
+            trace: None,
         }
+    }
+
+    /// Logs what is lent and given back under `tag`, until called with `None`.
+    pub fn trace_for(&mut self, tag: Option<crate::trace::Tag>) {
+        self.trace = tag;
     }
 
     /// Lends a buffer of [`BUFFER_SIZE`] bytes (a spare one if there is one).
     pub fn take(&mut self) -> Buffer {
         self.in_use += 1;
+        if let Some(tag) = self.trace {
+            tag.line(format_args!(
+                "buffer taken from the pool ({} in use)",
+                self.in_use
+            ));
+        }
         self.spare.pop().unwrap_or_else(|| Buffer {
             bytes: vec![0; BUFFER_SIZE].into_boxed_slice(),
         })
@@ -92,6 +106,9 @@ impl BufferPool {
     /// before reading.
     pub fn give(&mut self, buffer: Buffer) {
         self.in_use = self.in_use.saturating_sub(1);
+        if let Some(tag) = self.trace {
+            tag.line(format_args!("buffer given back ({} in use)", self.in_use));
+        }
         if buffer.bytes.len() != BUFFER_SIZE {
             self.large_in_use = self.large_in_use.saturating_sub(1);
         } else if self.spare.len() < self.max_spare {

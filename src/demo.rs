@@ -10,8 +10,9 @@
 use crate::address::SocketAddress;
 use crate::config::{DemoMode, TlsParams};
 use crate::error::StartError;
+use crate::listener::{ListenOptions, Listener};
 use crate::route::{Route, Target, TargetTls};
-use crate::start::Services;
+use crate::service::Service;
 use crate::tls::{self, ClientSettings, Pem, Policy, ServerSettings, Trust};
 
 const CA: &str = include_str!("../certs/ca.pem");
@@ -20,10 +21,18 @@ const SERVER_KEY: &str = include_str!("../certs/server.key");
 const CLIENT_CERT: &str = include_str!("../certs/client.pem");
 const CLIENT_KEY: &str = include_str!("../certs/client.key");
 
-/// The three demo listeners: client leg at the base port, TLS leg at base + 1, echo at
-/// base + 2 (or three free ports when the base port is 0), and the guide that says how to
-/// try them (printed once the loop is ready).
-pub fn services(settings: &DemoMode, plan: &mut Services) -> Result<String, StartError> {
+/// The three demo services, each with its listener: client leg at the base port, TLS leg
+/// at base + 1, echo at base + 2 (or three free ports when the base port is 0); and the
+/// guide that says how to try them (printed once moat is ready).
+/// With `reuse_port`, each listener lets more (one per worker) bind beside it.
+pub fn services(
+    settings: &DemoMode,
+    reuse_port: bool,
+) -> Result<(Vec<(Service, Listener)>, String), StartError> {
+    let options = ListenOptions {
+        reuse_port,
+        ..ListenOptions::default()
+    };
     let port = |offset: u16| {
         let mut addr = settings.base;
         if addr.port() != 0 {
@@ -33,15 +42,13 @@ pub fn services(settings: &DemoMode, plan: &mut Services) -> Result<String, Star
     };
     let ca = Pem::embedded("--client-ca", "certs/ca.pem", CA);
 
-    let echo_addr = plan.listen(
+    let (echo, echo_listener) = bound(
+        options,
         &port(2),
-        Route {
-            name: "demo echo backend",
-            accept_tls: None,
-            target: Target::Mirror,
-        },
+        Route::new("demo echo backend", None, Target::Mirror),
         "itself",
     )?;
+    let echo_addr = echo.listen_at[0].clone();
 
     let server_tls = ServerSettings {
         identities: vec![(
@@ -55,12 +62,13 @@ pub fn services(settings: &DemoMode, plan: &mut Services) -> Result<String, Star
         params: TlsParams::default(),
     }
     .build()?;
-    let tls_route = Route {
-        name: "demo tls leg",
-        accept_tls: Some(server_tls),
-        target: Target::remote(vec![echo_addr.clone()], None),
-    };
-    let tls_addr = plan.listen(&port(1), tls_route, &echo_addr.to_string())?;
+    let tls_route = Route::new(
+        "demo tls leg",
+        Some(server_tls),
+        Target::remote(vec![echo_addr.clone()], None),
+    );
+    let (tls_leg, tls_listener) = bound(options, &port(1), tls_route, &echo_addr.to_string())?;
+    let tls_addr = tls_leg.listen_at[0].clone();
 
     let client_tls = ClientSettings {
         trust: Trust::Ca(ca),
@@ -75,19 +83,41 @@ pub fn services(settings: &DemoMode, plan: &mut Services) -> Result<String, Star
     }
     .build()?
     .config;
-    let client_route = Route {
-        name: "demo client leg",
-        accept_tls: None,
-        target: Target::remote(
+    let client_route = Route::new(
+        "demo client leg",
+        None,
+        Target::remote(
             vec![tls_addr.clone()],
             Some(TargetTls {
                 config: client_tls,
                 server_name: tls::server_name("--target", "localhost")?,
             }),
         ),
-    };
-    let client_addr = plan.listen(&port(0), client_route, &tls_addr.to_string())?;
-    Ok(guide(&client_addr, &tls_addr, &echo_addr))
+    );
+    let (client_leg, client_listener) =
+        bound(options, &port(0), client_route, &tls_addr.to_string())?;
+    let guide = guide(&client_leg.listen_at[0], &tls_addr, &echo_addr);
+    Ok((
+        vec![
+            (client_leg, client_listener),
+            (tls_leg, tls_listener),
+            (echo, echo_listener),
+        ],
+        guide,
+    ))
+}
+
+/// Binds `at` for `route`: the demo's legs lead to each other, so each must know where
+/// the next one listens before it is built.
+fn bound(
+    options: ListenOptions,
+    at: &SocketAddress,
+    route: Route,
+    targets: &str,
+) -> Result<(Service, Listener), StartError> {
+    let listener = Listener::bind(at, options)?;
+    let local = listener.local().map_err(StartError::Runtime)?;
+    Ok((Service::fixed(route, local, targets.to_owned()), listener))
 }
 
 fn guide(client: &SocketAddress, tls: &SocketAddress, echo: &SocketAddress) -> String {

@@ -68,6 +68,16 @@ pub enum StartError {
     Sandbox(String),
     /// The poll loop could not be set up or failed outright.
     Runtime(io::Error),
+    /// A mistake in the config file: the file, the service table (if any), and the error,
+    /// told with the key's name as the file spells it (`cert`, not `--cert`).
+    InConfig {
+        /// The config file.
+        file: PathBuf,
+        /// `[[server]] "redis"`, or `None` for the top of the file.
+        section: Option<String>,
+        /// What is wrong.
+        source: Box<Self>,
+    },
 }
 
 impl StartError {
@@ -75,6 +85,7 @@ impl StartError {
     pub fn exit_code(&self) -> i32 {
         match self {
             Self::Listen { .. } | Self::Sandbox(_) | Self::Runtime(_) => 1,
+            Self::InConfig { source, .. } => source.exit_code(),
             _ => 2,
         }
     }
@@ -131,8 +142,84 @@ impl fmt::Display for StartError {
                 "cannot enter the sandbox: {reason} (--no-sandbox runs without it)"
             ),
             Self::Runtime(err) => write!(f, "{}", plain_io(err)),
+            Self::InConfig {
+                file,
+                section,
+                source,
+            } => {
+                write!(f, "{}: ", file.display())?;
+                if let Some(section) = section {
+                    write!(f, "{section}: ")?;
+                }
+                source.fmt_keyed(f)
+            }
         }
     }
+}
+
+impl StartError {
+    /// The error as a config file's message tells it: the key first, spelled as the file
+    /// spells it (`cert: cannot read certs/x.pem: ...`), and no pointer to `--help`.
+    fn fmt_keyed(&self, f: &mut impl fmt::Write) -> fmt::Result {
+        let key = |flag: &str| flag.trim_start_matches('-').to_owned();
+        match self {
+            Self::Usage(msg) => f.write_str(&unflag(msg)),
+            Self::InvalidValue {
+                flag,
+                value,
+                reason,
+            } => write!(
+                f,
+                "{}: invalid value '{value}': {}",
+                key(flag),
+                unflag(reason)
+            ),
+            Self::ReadFile { flag, path, source } => write!(
+                f,
+                "{}: cannot read {}: {}",
+                key(flag),
+                path.display(),
+                plain_io(source)
+            ),
+            Self::BadFile { flag, path, reason } => {
+                write!(f, "{}: {}: {}", key(flag), path.display(), unflag(reason))
+            }
+            Self::KeyMismatch { cert, key } => write!(
+                f,
+                "key: {} does not match the certificate in cert {}",
+                key.display(),
+                cert.display()
+            ),
+            Self::Resolve {
+                flag,
+                value,
+                source,
+            } => write!(
+                f,
+                "{}: cannot resolve '{value}': {}",
+                key(flag),
+                plain_io(source)
+            ),
+            other => write!(f, "{other}"),
+        }
+    }
+}
+
+/// A message written for the command line, with `--flag` spelled as a file's key.
+fn unflag(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find("--") {
+        let starts_word = at == 0 || rest[..at].ends_with([' ', '(', '\'']);
+        let next_is_letter = rest[at + 2..].starts_with(|c: char| c.is_ascii_lowercase());
+        out.push_str(&rest[..at]);
+        if !(starts_word && next_is_letter) {
+            out.push_str("--");
+        }
+        rest = &rest[at + 2..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// Writes through to a formatter with control characters (and Unicode line separators)
@@ -159,6 +246,7 @@ impl std::error::Error for StartError {
             | Self::Resolve { source, .. }
             | Self::Listen { source, .. }
             | Self::Runtime(source) => Some(source),
+            Self::InConfig { source, .. } => Some(source.as_ref()),
             _ => None,
         }
     }

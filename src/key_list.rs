@@ -25,35 +25,51 @@ struct Ends {
     len: usize,
 }
 
-/// `N` time-ordered lists over slab keys; see the module documentation.
+/// Time-ordered lists over slab keys; see the module documentation.
 #[derive(Debug)]
-pub struct KeyLists<const N: usize> {
-    lists: [Ends; N],
+pub struct KeyLists {
+    lists: Vec<Ends>,
     nodes: Vec<Node>,
 }
 
-impl<const N: usize> Default for KeyLists<N> {
-    fn default() -> Self {
+const EMPTY: Ends = Ends {
+    head: NIL,
+    tail: NIL,
+    len: 0,
+};
+
+impl KeyLists {
+    /// `count` empty lists.
+    pub fn new(count: usize) -> Self {
         Self {
-            lists: [Ends {
-                head: NIL,
-                tail: NIL,
-                len: 0,
-            }; N],
+            lists: vec![EMPTY; count],
             nodes: Vec::new(),
         }
     }
-}
 
-impl<const N: usize> KeyLists<N> {
+    /// Adds an empty list and returns its index.
+    pub fn add_list(&mut self) -> usize {
+        self.lists.push(EMPTY);
+        self.lists.len() - 1
+    }
+
+    /// How many lists there are.
+    pub fn list_count(&self) -> usize {
+        self.lists.len()
+    }
+
     /// The list `key` is in, if any.
     pub fn list_of(&self, key: usize) -> Option<usize> {
         self.nodes.get(key).and_then(|n| n.list)
     }
 
     /// Moves `key` to the tail of `list` with time `now` (leaving any list it was in).
+    /// A list that does not exist is ignored.
     pub fn push_back(&mut self, key: usize, list: usize, now: Instant) {
         self.remove(key);
+        if list >= self.lists.len() {
+            return;
+        }
         if key >= self.nodes.len() {
             let blank = Node {
                 list: None,
@@ -108,13 +124,13 @@ impl<const N: usize> KeyLists<N> {
 
     /// The oldest entry of `list` and its time.
     pub fn head(&self, list: usize) -> Option<(usize, Instant)> {
-        let key = self.lists[list].head;
+        let key = self.lists.get(list)?.head;
         self.nodes.get(key).map(|node| (key, node.since))
     }
 
     /// How many keys are in `list`.
     pub fn len(&self, list: usize) -> usize {
-        self.lists[list].len
+        self.lists.get(list).map_or(0, |ends| ends.len)
     }
 }
 
@@ -125,7 +141,7 @@ mod tests {
 
     #[test]
     fn lists_keep_time_order_and_counts_through_moves_and_removals() {
-        let mut lists = KeyLists::<2>::default();
+        let mut lists = KeyLists::new(2);
         let t0 = Instant::now();
         let at = |ms| t0 + Duration::from_millis(ms);
         for key in 0..4 {

@@ -23,9 +23,11 @@
 )]
 
 pub mod address;
+pub mod admission;
 pub mod buffer;
 pub mod cli;
 pub mod config;
+pub mod control;
 pub mod demo;
 pub mod endpoint;
 pub mod error;
@@ -33,19 +35,20 @@ pub mod event_loop;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod key_list;
-pub mod limits;
 pub mod listener;
 pub mod log_format;
 pub mod logger;
 pub mod metrics;
 pub mod notify;
 pub mod proxy_protocol;
+pub mod reload;
 pub mod route;
 pub mod sandbox;
-pub mod start;
+pub mod service;
 pub mod status;
 pub mod timer;
 pub mod tls;
+pub mod trace;
 pub mod tunnel;
 
 pub use config::Config;
@@ -59,22 +62,52 @@ pub fn run_command_line(args: &[String]) -> Result<(), StartError> {
     match cli::parse(args, descriptor_limit)? {
         cli::Command::Help(text) => println!("{text}"),
         cli::Command::Version => println!("moat {}", env!("CARGO_PKG_VERSION")),
+        cli::Command::Check(config) => check(&config)?,
         cli::Command::Run(config) => {
-            logger::init(config.log_level, logger::Format::Text);
-            let needed =
-                (config.limits.max_conns as u64).saturating_mul(2) + config::DESCRIPTOR_HEADROOM;
+            let format = match config.global.log_format {
+                config::LogFormat::Text => logger::Format::Text,
+                config::LogFormat::Json => logger::Format::Json,
+            };
+            logger::init(config.global.log_level, format);
+            let max_conns = config.global.limits.max_conns;
+            let needed = (max_conns as u64).saturating_mul(2) + config::DESCRIPTOR_HEADROOM;
             if needed > descriptor_limit {
                 log::warn!(
-                    "--max-conns {} needs about {needed} open files but the limit is {descriptor_limit}: \
-                     accepts will pause when descriptors run out",
-                    config.limits.max_conns
+                    "--max-conns {max_conns} needs about {needed} open files but the limit is \
+                     {descriptor_limit}: accepts will pause when descriptors run out"
                 );
             }
-            let result = start::run(&config);
+            let args = args.to_vec();
+            let reparse = move || match cli::parse(&args, descriptor_limit)? {
+                cli::Command::Run(config) => Ok(*config),
+                _ => Err(StartError::Usage("the command line changed meaning".into())),
+            };
+            let result = control::run(*config, reparse);
             logger::finish();
             result?;
         }
     }
+    Ok(())
+}
+
+/// `moat check`: builds every service — reading its files, resolving its names, making
+/// its TLS configuration — without listening, and says so.
+fn check(config: &Config) -> Result<(), StartError> {
+    let mut names = Vec::new();
+    for service in &config.services {
+        service::build(service, None)
+            .map_err(|e| config::file::service_error(config.file.as_deref(), service, e))?;
+        names.push(service.name.as_str());
+    }
+    let source = config
+        .file
+        .as_ref()
+        .map_or("the command line".to_owned(), |f| f.display().to_string());
+    println!(
+        "moat: {source}: ok, {} service(s): {}",
+        names.len(),
+        names.join(", ")
+    );
     Ok(())
 }
 

@@ -30,6 +30,9 @@ pub struct ListenOptions {
     /// `SO_REUSEPORT`, so that each worker thread can have a listener of its own on the
     /// same port and the kernel spreads connections over them.
     pub reuse_port: bool,
+    /// The process is in the sandbox, whose seccomp filter kills it at a `chmod`: a unix
+    /// socket with a `unix_mode` is refused instead.
+    pub sandboxed: bool,
 }
 
 /// A nonblocking listening socket.
@@ -185,6 +188,12 @@ fn bind_unix(path: &Path, options: ListenOptions) -> Result<Listener, StartError
         addr: shown.clone(),
         source,
     };
+    if options.unix_mode.is_some() && options.sandboxed {
+        return Err(fail(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            "--unix-mode cannot be set on a socket opened after start-up",
+        )));
+    }
     if let Ok(meta) = fs::symlink_metadata(path) {
         if !meta.file_type().is_socket() {
             return Err(fail(io::Error::new(
@@ -282,7 +291,7 @@ mod tests {
         assert!(path.exists());
         let options = ListenOptions {
             unix_mode: Some(0o660),
-            reuse_port: false,
+            ..ListenOptions::default()
         };
         let live = Listener::bind(&at, options).unwrap();
         assert_eq!(
@@ -299,6 +308,18 @@ mod tests {
         fs::write(&path, b"not a socket").unwrap();
         let err = Listener::bind(&at, options).unwrap_err().to_string();
         assert!(err.contains("not a socket"), "{err}");
+        fs::remove_file(&path).unwrap();
+        let sandboxed = ListenOptions {
+            sandboxed: true,
+            ..options
+        };
+        let err = Listener::bind(&at, sandboxed).unwrap_err();
+        assert!(
+            matches!(&err, StartError::Listen { source, .. }
+            if source.kind() == io::ErrorKind::PermissionDenied),
+            "{err}"
+        );
+        assert!(!path.exists(), "a refused socket left a file");
         fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -15,7 +15,6 @@
 //! everything is appended to the caller's buffer.
 
 use std::fmt::{self, Display, Write};
-use std::net::SocketAddr;
 use std::time::Duration;
 
 /// The message of a tunnel's closing line.
@@ -28,16 +27,18 @@ pub struct TunnelRecord<'a> {
     pub tunnel: u64,
     /// The service it belongs to.
     pub service: &'a str,
-    /// The client's address.
-    pub peer: Option<SocketAddr>,
+    /// Who connected: an address, or `unix`.
+    pub peer: Option<&'a dyn Display>,
     /// The client certificate's subject (server mode).
     pub subject: Option<&'a str>,
     /// The server name the client asked for.
     pub sni: Option<&'a str>,
     /// The ALPN protocol agreed (bytes, as on the wire).
     pub alpn: Option<&'a [u8]>,
-    /// The TLS version, by rustls' name (`TLSv1_3`).
+    /// The TLS version: `1.3`, `1.2`.
     pub tls_version: Option<&'a str>,
+    /// The cipher suite, by rustls' name (`TLS13_AES_128_GCM_SHA256`).
+    pub suite: Option<&'a str>,
     /// The key-exchange group, by rustls' name (`X25519MLKEM768`).
     pub group: Option<&'a str>,
     /// Whether the TLS session was resumed.
@@ -61,8 +62,10 @@ impl fmt::Debug for TunnelRecord<'_> {
 }
 
 /// Appends the text message of a tunnel's closing line (what follows the timestamp and
-/// level): `tunnel closed: SERVICE peer=... [subject="..."] [sni=...] [alpn=...]
-/// [tls_version=...] [group=...] [resumed=...] to_target=NB to_client=NB duration=S.sssS end=...`.
+/// level): `tunnel closed: SERVICE peer=... [subject="..."] [sni=...] [tls_version=...
+/// suite=... group=... resumed=yes|no alpn=...] to_target=NB to_client=NB
+/// duration=S.sssS end=...`. The TLS facts come together, `-` for what does not apply
+/// (no ALPN, no group after a TLS 1.2 resumption), once a handshake finished.
 pub fn write_text(record: &TunnelRecord<'_>, out: &mut String) {
     out.push_str(TUNNEL_CLOSED);
     out.push_str(": ");
@@ -75,20 +78,30 @@ pub fn write_text(record: &TunnelRecord<'_>, out: &mut String) {
         out.push_str(" subject=");
         quoted(out, subject.as_bytes());
     }
-    let tokens = [
-        ("sni", record.sni.map(str::as_bytes)),
-        ("alpn", record.alpn),
-        ("tls_version", record.tls_version.map(str::as_bytes)),
-        ("group", record.group.map(str::as_bytes)),
-    ];
-    for (key, value) in tokens {
-        if let Some(value) = value {
+    if let Some(sni) = record.sni {
+        out.push_str(" sni=");
+        text_value(out, sni.as_bytes());
+    }
+    if let Some(version) = record.tls_version {
+        let dash = b"-".as_slice();
+        let tokens = [
+            ("tls_version", version.as_bytes()),
+            ("suite", record.suite.map_or(dash, str::as_bytes)),
+            ("group", record.group.map_or(dash, str::as_bytes)),
+            (
+                "resumed",
+                if record.resumed == Some(true) {
+                    b"yes".as_slice()
+                } else {
+                    b"no".as_slice()
+                },
+            ),
+            ("alpn", record.alpn.unwrap_or(dash)),
+        ];
+        for (key, value) in tokens {
             let _ = write!(out, " {key}=");
             text_value(out, value);
         }
-    }
-    if let Some(resumed) = record.resumed {
-        let _ = write!(out, " resumed={resumed}");
     }
     let seconds = record.duration.as_secs_f64();
     let _ = write!(
@@ -114,6 +127,7 @@ pub fn write_json(ts: &str, level: log::Level, record: &TunnelRecord<'_>, out: &
         ("sni", record.sni.map(str::as_bytes)),
         ("alpn", record.alpn),
         ("tls_version", record.tls_version.map(str::as_bytes)),
+        ("suite", record.suite.map(str::as_bytes)),
         ("group", record.group.map(str::as_bytes)),
     ];
     for (key, value) in strings {
@@ -293,11 +307,12 @@ mod tests {
         TunnelRecord {
             tunnel: 7,
             service: "server",
-            peer: Some("203.0.113.7:51234".parse().expect("address")),
+            peer: Some(&"203.0.113.7:51234"),
             subject: Some("O=acme,CN=billing"),
             sni: None,
             alpn: None,
             tls_version: None,
+            suite: None,
             group: None,
             resumed: None,
             to_target: 1843,
@@ -335,7 +350,8 @@ mod tests {
         let tls = TunnelRecord {
             sni: Some("db.example"),
             alpn: Some(b"h2"),
-            tls_version: Some("TLSv1_3"),
+            tls_version: Some("1.3"),
+            suite: Some("TLS13_AES_128_GCM_SHA256"),
             group: Some("X25519MLKEM768"),
             resumed: Some(true),
             ..record(&"clean")
@@ -343,8 +359,9 @@ mod tests {
         write_text(&tls, &mut line);
         assert!(
             line.contains(
-                " subject=\"O=acme,CN=billing\" sni=db.example alpn=h2 tls_version=TLSv1_3 \
-                 group=X25519MLKEM768 resumed=true to_target=1843B"
+                " subject=\"O=acme,CN=billing\" sni=db.example tls_version=1.3 \
+                 suite=TLS13_AES_128_GCM_SHA256 group=X25519MLKEM768 resumed=yes alpn=h2 \
+                 to_target=1843B"
             ),
             "{line}"
         );
@@ -355,6 +372,7 @@ mod tests {
         let mut line = String::new();
         let hostile = TunnelRecord {
             subject: Some("CN=evil\" end=clean\nINFO  forged"),
+            tls_version: Some("1.3"),
             alpn: Some(b"a b\xff"),
             ..record(&"tls error\nforged line")
         };
@@ -410,7 +428,7 @@ mod tests {
         let tls = TunnelRecord {
             sni: Some("db.example"),
             alpn: Some(b"redis"),
-            tls_version: Some("TLSv1_3"),
+            tls_version: Some("1.3"),
             group: Some("X25519MLKEM768"),
             resumed: Some(false),
             ..record(&"idle timeout")
@@ -419,7 +437,7 @@ mod tests {
         let map = parse(&full);
         assert_eq!(map["sni"], "db.example");
         assert_eq!(map["alpn"], "redis");
-        assert_eq!(map["tls_version"], "TLSv1_3");
+        assert_eq!(map["tls_version"], "1.3");
         assert_eq!(map["group"], "X25519MLKEM768");
         assert_eq!(map["resumed"], false);
         assert_eq!(map["level"], "WARN");

@@ -41,8 +41,12 @@ static PENDING: Mutex<Vec<u8>> = Mutex::new(Vec::new());
 /// Wakes the writer thread.
 static WAKE: Condvar = Condvar::new();
 
-/// Whether lines wait for [`flush`] (set while the poll loop runs).
-static BATCHING: AtomicBool = AtomicBool::new(false);
+// Whether lines wait for `flush` (set while a poll loop runs), per thread: a worker's loop
+// gathers its turn's lines, while a line from any other thread (the control thread's reload
+// or shutdown lines) wakes the writer at once.
+thread_local! {
+    static BATCHING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
 
 /// Lines dropped because the buffer was full.
 static DROPPED: AtomicU64 = AtomicU64::new(0);
@@ -98,7 +102,7 @@ pub fn start_writer() {
 /// Gathers lines until [`flush`] (`true`, while the loop runs), or wakes the writer for
 /// each line (`false`).
 pub fn batch(on: bool) {
-    BATCHING.store(on, Ordering::Relaxed);
+    BATCHING.with(|b| b.set(on));
     if !on {
         flush();
     }
@@ -216,7 +220,7 @@ fn queue(line: &[u8]) {
         return;
     }
     pending.extend_from_slice(line);
-    let wake = pending.len() >= WAKE_AT || !BATCHING.load(Ordering::Relaxed);
+    let wake = pending.len() >= WAKE_AT || !BATCHING.with(std::cell::Cell::get);
     drop(pending);
     if wake {
         WAKE.notify_one();
@@ -244,11 +248,7 @@ fn write_lines(done: mpsc::Sender<()>) {
         };
         let dropped = dropped_lines();
         if dropped > reported {
-            let note = format!(
-                "{} WARN  {} log line(s) dropped: standard error did not keep up\n",
-                utc_timestamp(),
-                dropped - reported
-            );
+            let note = dropped_note(format(), &utc_timestamp(), dropped - reported);
             out.extend_from_slice(note.as_bytes());
             reported = dropped;
         }
@@ -263,6 +263,23 @@ fn write_lines(done: mpsc::Sender<()>) {
             return;
         }
     }
+}
+
+/// The line that says `count` lines were dropped, in the format of the others (a JSON
+/// reader must not meet a line of text), with the count as a field of its own.
+fn dropped_note(format: Format, ts: &str, count: u64) -> String {
+    let msg = format_args!("{count} log line(s) dropped: standard error did not keep up");
+    let mut line = String::with_capacity(128);
+    match format {
+        Format::Text => {
+            let _ = writeln!(line, "{ts} {:<5} {msg}", Level::Warn);
+        }
+        Format::Json => {
+            let fields = [("dropped", Field::Number(count))];
+            log_format::write_json_line_with(ts, Level::Warn, &msg, &fields, &mut line);
+        }
+    }
+    line
 }
 
 /// The key-values of one record, kept for its JSON object.
@@ -327,7 +344,28 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
 
 #[cfg(test)]
 mod tests {
-    use super::civil_from_days;
+    use super::{civil_from_days, dropped_note, Format};
+
+    #[test]
+    fn the_dropped_lines_note_takes_the_format_of_the_other_lines() {
+        let ts = "2026-11-26T22:05:30.324Z";
+        assert_eq!(
+            dropped_note(Format::Text, ts, 3),
+            "2026-11-26T22:05:30.324Z WARN  3 log line(s) dropped: standard error did not keep up\n"
+        );
+        let json = dropped_note(Format::Json, ts, 3);
+        assert!(
+            json.ends_with("}\n") && json.matches('\n').count() == 1,
+            "{json}"
+        );
+        let object: serde_json::Value = serde_json::from_str(&json).expect("one JSON object");
+        assert_eq!(object["level"], "WARN");
+        assert_eq!(object["dropped"], 3);
+        assert_eq!(
+            object["msg"],
+            "3 log line(s) dropped: standard error did not keep up"
+        );
+    }
 
     #[test]
     fn calendar_dates() {

@@ -38,7 +38,11 @@ impl Notifier {
             return None;
         };
         match Self::for_address(value) {
-            Ok(notifier) => Some(notifier),
+            Ok(notifier) => {
+                // The first read of the clock finds the vDSO; do it now, before the sandbox.
+                let _ = monotonic_micros();
+                Some(notifier)
+            }
             Err(e) => {
                 log::debug!(
                     "{NOTIFY_SOCKET}={value}: {}: not notifying",

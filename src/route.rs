@@ -3,22 +3,71 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
+use std::time::Duration;
+
 use rustls::pki_types::ServerName;
 use rustls::ClientConfig;
 
+use crate::address::SocketAddress;
+use crate::config::{ProxyVersion, Timeouts};
+use crate::timer::{TimerClass, LINGER_TIME};
 use crate::tls::ServerTls;
 
-use crate::address::SocketAddress;
-
-/// What one listener does with the connections it accepts.
+/// What one service does with the connections it accepts. Built at start-up and at
+/// reload, then shared: each tunnel keeps the route it started with, so a reload changes
+/// nothing for the tunnels already open.
 #[derive(Debug)]
 pub struct Route {
-    /// How this route is named in logs: `server`, `client`, `demo tls leg`, ...
-    pub name: &'static str,
+    /// The service's name in logs and metrics: `server`, `redis`, `demo tls leg`, ...
+    pub name: Arc<str>,
     /// TLS to terminate on accepted connections (server mode), or `None` for plaintext.
     pub accept_tls: Option<ServerTls>,
     /// Where the other end of the tunnel goes.
     pub target: Target,
+    /// The deadlines of its tunnels.
+    pub timeouts: Timeouts,
+    /// Read a PROXY header first, within this long (`--accept-proxy`).
+    pub accept_proxy: Option<Duration>,
+    /// Send a PROXY header to the target (`--proxy-protocol`).
+    pub proxy_protocol: Option<ProxyVersion>,
+}
+
+impl Route {
+    /// A route with the default deadlines and no PROXY protocol.
+    pub fn new(name: &str, accept_tls: Option<ServerTls>, target: Target) -> Self {
+        Self {
+            name: name.into(),
+            accept_tls,
+            target,
+            timeouts: Timeouts::default(),
+            accept_proxy: None,
+            proxy_protocol: None,
+        }
+    }
+
+    /// The application protocols this service's TLS side offers (server mode) or asks
+    /// for (client mode), most preferred first.
+    pub fn alpn_protocols(&self) -> &[Vec<u8>] {
+        if let Some(tls) = &self.accept_tls {
+            return &tls.config.alpn_protocols;
+        }
+        match &self.target {
+            Target::Remote { tls: Some(tls), .. } => &tls.config.alpn_protocols,
+            _ => &[],
+        }
+    }
+
+    /// How long its tunnels may stay in `class`.
+    pub fn deadline(&self, class: TimerClass) -> Duration {
+        match class {
+            TimerClass::Handshake => self.timeouts.handshake,
+            TimerClass::Connect => self.timeouts.connect,
+            TimerClass::Idle => self.timeouts.idle,
+            TimerClass::Close => self.timeouts.close,
+            TimerClass::Linger => LINGER_TIME,
+            TimerClass::Proxy => self.accept_proxy.unwrap_or(LINGER_TIME),
+        }
+    }
 }
 
 /// The far end of a route's tunnels.

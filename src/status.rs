@@ -105,6 +105,12 @@ impl ShutdownWrite for mio::net::UnixStream {
     }
 }
 
+impl ShutdownWrite for crate::endpoint::Conn {
+    fn shutdown_write(&mut self) -> io::Result<()> {
+        crate::endpoint::Stream::shutdown_write(self)
+    }
+}
+
 /// What [`StatusConn::drive`] left the connection wanting.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Drive {

@@ -5,59 +5,9 @@
 mod common;
 
 use std::net::TcpListener;
-use std::process::{Command, Stdio};
-use std::thread;
-use std::time::{Duration, Instant};
 
-use common::{Pki, PATIENCE};
-
-/// Exit code, standard output and standard error of `moat ARGS...`, which must end by itself.
-fn run(args: &[&str]) -> (i32, String, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_moat"))
-        .args(args)
-        .env("RUST_BACKTRACE", "1") // so a panic could not hide its backtrace from the checks
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start moat");
-    let deadline = Instant::now() + PATIENCE;
-    while child.try_wait().expect("try_wait").is_none() {
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let out = child.wait_with_output().expect("output");
-            panic!(
-                "moat {args:?} did not exit; stderr:\n{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        thread::sleep(Duration::from_millis(10));
-    }
-    let out = child.wait_with_output().expect("output");
-    let text = |b: Vec<u8>| String::from_utf8(b).expect("UTF-8 output");
-    let code = out.status.code().expect("exit code, not a signal");
-    (code, text(out.stdout), text(out.stderr))
-}
-
-/// Runs `moat ARGS...`, checks that it failed with `code` and one `moat: ` line holding every
-/// one of `needles`, and returns that line.
-fn fails(args: &[&str], code: i32, needles: &[&str]) -> String {
-    let (got, stdout, stderr) = run(args);
-    let shown = format!("moat {args:?}\nexit {got}\nstdout: {stdout:?}\nstderr: {stderr:?}");
-    assert_eq!(got, code, "{shown}");
-    assert!(stdout.is_empty(), "{shown}");
-    assert!(
-        stderr.starts_with("moat: ") && stderr.ends_with('\n') && stderr.lines().count() == 1,
-        "not exactly one 'moat: ' line\n{shown}"
-    );
-    for bad in ["panicked", "backtrace", "RUST_BACKTRACE", "os error"] {
-        assert!(!stderr.contains(bad), "{bad:?} in the message\n{shown}");
-    }
-    for needle in needles {
-        assert!(stderr.contains(needle), "{needle:?} missing\n{shown}");
-    }
-    stderr.trim_end().to_owned()
-}
+use common::files::{fails_with as fails, run_to_exit as run};
+use common::Pki;
 
 /// Arguments of a server-mode moat that would start, with `changes` applied: a flag it
 /// has gets the new value (or is removed, for `None`); a flag it lacks is appended.
@@ -275,7 +225,7 @@ fn help_lists_every_flag_with_its_default() {
     let options = options_in_help(&help);
     let d = moat::config::Timeouts::default();
     #[rustfmt::skip]
-    let expected: [(&str, Option<&str>); 31] = [
+    let expected: [(&str, Option<&str>); 44] = [
         ("--listen", Some("127.0.0.1:7000")), ("--target", None), ("--cert", None),
         ("--key", None), ("--client-ca", None), ("--no-client-auth", None),
         ("--ca", Some("the system trust store")), ("--server-name", Some("host of --target")),
@@ -288,7 +238,11 @@ fn help_lists_every_flag_with_its_default() {
         ("--handshake-timeout", Some("10s")), ("--connect-timeout", Some("5s")),
         ("--idle-timeout", Some("5m")), ("--close-timeout", Some("30s")),
         ("--shutdown-timeout", Some("30s")), ("--log-level", Some("info")),
-        ("--no-sandbox", None), ("--help", None), ("--version", None),
+        ("--no-sandbox", None), ("--name", Some("server or client")), ("--unix-mode", None),
+        ("--proxy-protocol", None), ("--accept-proxy", None), ("--proxy-timeout", Some("3s")),
+        ("--log-format", Some("text")), ("--workers", Some("1")), ("--status", None),
+        ("--reload-interval", Some("only on SIGHUP")), ("--trace", None), ("--trace-peer", None),
+        ("--config", None), ("--check", None), ("--help", None), ("--version", None),
     ];
     let flags: Vec<&str> = options.iter().map(|(f, _)| f.as_str()).collect();
     let wanted: Vec<&str> = expected.iter().map(|(f, _)| *f).collect();
@@ -308,7 +262,7 @@ fn help_lists_every_flag_with_its_default() {
         ("--connect-timeout", d.connect),
         ("--idle-timeout", d.idle),
         ("--close-timeout", d.close),
-        ("--shutdown-timeout", d.shutdown),
+        ("--shutdown-timeout", moat::config::DEFAULT_SHUTDOWN_TIMEOUT),
     ] {
         let text = &options.iter().find(|(f, _)| f == flag).unwrap().1;
         let shown = text

@@ -89,6 +89,8 @@ fn a_full_handshake_budget_evicts_the_stalest_handshake_for_a_newcomer() {
     let moat = server(
         &pki,
         &[backend.target()],
+        // The budget is split between worker threads (each keeps its own lists): a budget
+        // of 3 that this test fills is one worker's.
         &[
             "--max-handshakes",
             "3",
@@ -96,6 +98,8 @@ fn a_full_handshake_budget_evicts_the_stalest_handshake_for_a_newcomer() {
             "3s",
             "--log-level",
             "debug",
+            "--workers",
+            "1",
         ],
     );
     let addr = moat.addr();

@@ -1,42 +1,29 @@
 //! The README's recipe, for real: Redis on loopback behind `moat server`, reached with
 //! `redis-cli --tls` and a client certificate, and through `moat client` in plaintext.
 //!
-//! `.ci/run` installs Redis. Elsewhere, without `redis-server` on the PATH, the test says so
-//! and passes; under CI (`CI` set) a missing Redis is a failure.
+//! Needs `redis-server` and `redis-cli` (Debian/Ubuntu: `apt-get install redis-server
+//! redis-tools`, which `.ci/run` does); without them the test fails and says so.
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 
+use common::daemon::{free_port, require, Daemon};
 use common::{args, Moat, Pki};
 
+/// A throw-away redis-server on a free loopback port, persisting nothing.
 struct Redis {
-    child: Child,
+    _server: Daemon,
     port: u16,
 }
 
 impl Redis {
-    fn start() -> Option<Self> {
-        if Command::new("redis-server")
-            .arg("--version")
-            .output()
-            .is_err()
-        {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "redis-server is not installed (.ci/run installs it)"
-            );
-            eprintln!("redis-server not installed: skipping the Redis recipe");
-            return None;
-        }
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let mut child = Command::new("redis-server")
-            .args([
+    fn start() -> Self {
+        require("redis-cli");
+        let port = free_port();
+        let server = Daemon::start(
+            "redis-server",
+            Command::new(require("redis-server")).args([
                 "--bind",
                 "127.0.0.1",
                 "--port",
@@ -45,25 +32,14 @@ impl Redis {
                 "",
                 "--appendonly",
                 "no",
-            ])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start redis-server");
-        let stdout = child.stdout.take().unwrap();
-        let ready = BufReader::new(stdout)
-            .lines()
-            .map_while(Result::ok)
-            .any(|l| l.contains("Ready to accept connections"));
-        assert!(ready, "redis-server did not start");
-        Some(Self { child, port })
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+            ]),
+            "TERM",
+        );
+        server.wait_for("Ready to accept connections");
+        Self {
+            _server: server,
+            port,
+        }
     }
 }
 
@@ -80,7 +56,7 @@ fn redis_cli(args: &[&str]) -> (bool, String) {
 
 #[test]
 fn redis_cli_tls_through_moat_server_and_plaintext_through_moat_client() {
-    let Some(redis) = Redis::start() else { return };
+    let redis = Redis::start();
     let pki = Pki::new();
     let server_args = pki.server_args(&format!("127.0.0.1:{}", redis.port));
     let server = Moat::start(&args(&server_args));

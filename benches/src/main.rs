@@ -2,12 +2,11 @@
 //!
 //! ```text
 //! moat-bench run [options]          run the benchmark (see `moat-bench run --help`)
-//! moat-bench backend [IP]           echo, sink and source backends on IP (default 127.0.0.1)
+//! moat-bench backend [IP] [--verify] echo, sink, source and mux backends on IP (default 127.0.0.1)
 //! moat-bench load --mode MODE ...   one generator run (the driver calls this)
 //! moat-bench certs DIR              write a CA, server and client certificate into DIR
 //! ```
 
-use std::net::IpAddr;
 use std::path::Path;
 
 use moat_bench::{backend, certs, die, driver, load};
@@ -20,11 +19,7 @@ fn main() {
     };
     let result = match command {
         "run" => driver::run(rest),
-        "backend" => match rest.first().map(|ip| ip.parse::<IpAddr>()) {
-            None => backend::run(IpAddr::from([127, 0, 0, 1])),
-            Some(Ok(ip)) => backend::run(ip),
-            Some(Err(_)) => Err(format!("backend: `{}` is not an IP address", rest[0])),
-        },
+        "backend" => backend::main(rest),
         "load" => load::parse_args(rest).and_then(load::run),
         "certs" => match rest.first() {
             Some(dir) => certs::generate(Path::new(dir)).map(|files| {
@@ -34,7 +29,7 @@ fn main() {
         },
         "-h" | "--help" | "help" => {
             println!(
-                "moat-bench run [options] | backend [IP] | load --mode MODE ... | certs DIR\n\n{}",
+                "moat-bench run [options] | backend [IP] [--verify] | load --mode MODE ... | certs DIR\n\n{}",
                 driver::usage()
             );
             Ok(())

@@ -11,7 +11,7 @@ use rustls::client::{
     ClientSessionStore, Resumption, Tls12ClientSessionValue, Tls13ClientSessionValue,
     WebPkiServerVerifier,
 };
-use rustls::crypto::aws_lc_rs;
+use rustls::crypto::{aws_lc_rs, CryptoProvider};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::server::WebPkiClientVerifier;
@@ -48,9 +48,13 @@ fn roots(ca: &Path) -> Result<RootCertStore> {
     Ok(roots)
 }
 
-/// The server configuration of the tokio baseline, built the way moat builds its own:
-/// aws-lc-rs provider with its defaults, safe default protocol versions, an optional
-/// client-certificate verifier, and a stateless session-ticket issuer.
+/// The server configuration of the tokio baseline, left at rustls' defaults as a user would
+/// write it: the aws-lc-rs provider with its default suites and groups, rustls' safe default
+/// protocol versions, the client's suite order (`ignore_client_order` stays false), rustls'
+/// default number of TLS 1.3 tickets per full handshake (`send_tls13_tickets`), an optional
+/// client-certificate verifier. The one setting added is a stateless ticket issuer, as moat
+/// has: without it rustls keeps sessions in a 256-entry server cache, which the resumption
+/// scenarios' 32 parallel clients would overrun.
 pub fn server_config(cert: &Path, key: &Path, client_ca: Option<&Path>) -> Result<ServerConfig> {
     let provider = Arc::new(aws_lc_rs::default_provider());
     let builder = ServerConfig::builder_with_provider(provider.clone())
@@ -89,16 +93,107 @@ pub enum ResumeMode {
     Pool,
 }
 
-/// The load generator's client configuration: TLS 1.3 only, X25519 only (so every target
-/// negotiates the same key exchange), trusting `ca`, optionally presenting a client certificate.
+/// Which ClientHello the load generator sends: TLS 1.3 only, and the cipher suites and
+/// key-exchange groups of the profile, in its order. rustls sends a key share for the first
+/// group only, plus the classical half of a hybrid group when that is offered on its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ClientProfile {
+    /// rustls' default suite order (AES-256-GCM, AES-128-GCM, ChaCha20) and X25519 alone, so
+    /// every target negotiates the same key exchange.
+    #[default]
+    Default,
+    /// OpenSSL 3's default TLS 1.3 suite order (AES-256-GCM, ChaCha20, AES-128-GCM), as
+    /// OpenSSL-based clients such as curl, psql or redis-cli send it; X25519 first (with its
+    /// key share), then P-256 and P-384 (the groups of OpenSSL's default list that the
+    /// aws-lc-rs provider has).
+    OpensslOrder,
+    /// rustls' default suite order; the hybrid X25519MLKEM768 first, with its key share (and
+    /// the X25519 share rustls adds for free), then X25519.
+    Mlkem,
+}
+
+impl ClientProfile {
+    /// Every profile, in the order `--help` lists them.
+    pub const ALL: [ClientProfile; 3] = [
+        ClientProfile::Default,
+        ClientProfile::OpensslOrder,
+        ClientProfile::Mlkem,
+    ];
+
+    /// The name `--profile` takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            ClientProfile::Default => "default",
+            ClientProfile::OpensslOrder => "openssl-order",
+            ClientProfile::Mlkem => "mlkem",
+        }
+    }
+
+    /// The profile called `text`.
+    pub fn parse(text: &str) -> Result<ClientProfile> {
+        ClientProfile::ALL
+            .into_iter()
+            .find(|p| p.name() == text)
+            .ok_or_else(|| {
+                let names: Vec<&str> = ClientProfile::ALL.iter().map(|p| p.name()).collect();
+                format!("unknown client profile `{text}` ({})", names.join(", "))
+            })
+    }
+
+    /// The aws-lc-rs provider with this profile's suites and groups, in offer order.
+    pub fn provider(self) -> CryptoProvider {
+        use aws_lc_rs::{cipher_suite as suite, kx_group as group};
+        let mut provider = aws_lc_rs::default_provider();
+        match self {
+            ClientProfile::Default => provider.kx_groups = vec![group::X25519],
+            ClientProfile::OpensslOrder => {
+                provider.cipher_suites = vec![
+                    suite::TLS13_AES_256_GCM_SHA384,
+                    suite::TLS13_CHACHA20_POLY1305_SHA256,
+                    suite::TLS13_AES_128_GCM_SHA256,
+                ];
+                provider.kx_groups = vec![group::X25519, group::SECP256R1, group::SECP384R1];
+            }
+            ClientProfile::Mlkem => {
+                provider.kx_groups = vec![group::X25519MLKEM768, group::X25519];
+            }
+        }
+        provider
+    }
+
+    /// What the profile offers, in order, for the README of a results file.
+    pub fn offer(self) -> String {
+        let provider = self.provider();
+        let suites: Vec<String> = provider
+            .cipher_suites
+            .iter()
+            .filter(|s| s.version() == &rustls::version::TLS13)
+            .map(|s| short_suite(s.suite()))
+            .collect();
+        let groups: Vec<String> = provider
+            .kx_groups
+            .iter()
+            .map(|g| format!("{:?}", g.name()))
+            .collect();
+        format!("suites {}; groups {}", suites.join(", "), groups.join(", "))
+    }
+}
+
+/// A cipher suite's name without the `TLS13_` prefix, which every suite here shares.
+pub fn short_suite(suite: rustls::CipherSuite) -> String {
+    let name = format!("{suite:?}");
+    name.strip_prefix("TLS13_").unwrap_or(&name).to_string()
+}
+
+/// The load generator's client configuration: TLS 1.3 only, the suites and groups of
+/// `profile`, trusting `ca`, optionally presenting a client certificate.
 pub fn client_config(
     ca: &Path,
     client_auth: Option<(&Path, &Path)>,
     resume: ResumeMode,
+    profile: ClientProfile,
 ) -> Result<ClientConfig> {
-    let mut provider = aws_lc_rs::default_provider();
-    provider.kx_groups = vec![aws_lc_rs::kx_group::X25519];
-    let provider = Arc::new(provider);
+    let provider = Arc::new(profile.provider());
     let webpki =
         WebPkiServerVerifier::builder_with_provider(Arc::new(roots(ca)?), provider.clone())
             .build()
@@ -274,5 +369,155 @@ impl ClientSessionStore for TicketPool {
     fn take_tls13_ticket(&self, _: &ServerName<'static>) -> Option<Tls13ClientSessionValue> {
         // Newest first: it is the least likely to have expired.
         self.lock().tickets.pop_back()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rustls::crypto::aws_lc_rs::cipher_suite as suite;
+    use rustls::{ClientConnection, HandshakeKind, ServerConnection};
+
+    /// Fresh certificates in a directory of this test's own.
+    fn certs(test: &str) -> crate::certs::CertFiles {
+        let dir = std::env::temp_dir().join(format!("moat-bench-{test}-{}", std::process::id()));
+        crate::certs::generate(&dir).unwrap()
+    }
+
+    fn client(certs: &crate::certs::CertFiles, profile: ClientProfile) -> ClientConfig {
+        client_config(&certs.ca, None, ResumeMode::Off, profile).unwrap()
+    }
+
+    /// Runs a handshake between the two in memory and returns what the client negotiated
+    /// and whether it took a HelloRetryRequest.
+    fn negotiate(client: ClientConfig, server: ServerConfig) -> (String, String, HandshakeKind) {
+        let name = ServerName::try_from(crate::certs::SERVER_NAME).unwrap();
+        let mut c = ClientConnection::new(Arc::new(client), name).unwrap();
+        let mut s = ServerConnection::new(Arc::new(server)).unwrap();
+        for _ in 0..10 {
+            if !c.is_handshaking() && !s.is_handshaking() {
+                break;
+            }
+            let mut flight = Vec::new();
+            while c.wants_write() {
+                c.write_tls(&mut flight).unwrap();
+            }
+            let mut rest = &flight[..];
+            while !rest.is_empty() {
+                s.read_tls(&mut rest).unwrap();
+                s.process_new_packets().unwrap();
+            }
+            let mut flight = Vec::new();
+            while s.wants_write() {
+                s.write_tls(&mut flight).unwrap();
+            }
+            let mut rest = &flight[..];
+            while !rest.is_empty() {
+                c.read_tls(&mut rest).unwrap();
+                c.process_new_packets().unwrap();
+            }
+        }
+        assert!(!c.is_handshaking(), "the handshake did not finish");
+        (
+            short_suite(c.negotiated_cipher_suite().unwrap().suite()),
+            format!("{:?}", c.negotiated_key_exchange_group().unwrap().name()),
+            c.handshake_kind().unwrap(),
+        )
+    }
+
+    #[test]
+    fn each_profile_negotiates_its_first_offer_with_a_server_at_defaults() {
+        let certs = certs("profiles");
+        let server = || server_config(&certs.server_cert, &certs.server_key, None).unwrap();
+        let cases = [
+            (ClientProfile::Default, "AES_256_GCM_SHA384", "X25519"),
+            (ClientProfile::OpensslOrder, "AES_256_GCM_SHA384", "X25519"),
+            (ClientProfile::Mlkem, "AES_256_GCM_SHA384", "X25519MLKEM768"),
+        ];
+        for (profile, want_suite, want_group) in cases {
+            let (suite, group, kind) = negotiate(client(&certs, profile), server());
+            assert_eq!((suite.as_str(), group.as_str()), (want_suite, want_group));
+            // The hybrid's key share is in the first ClientHello: no second round trip.
+            assert_eq!(kind, HandshakeKind::Full, "{}", profile.name());
+        }
+        let _ = std::fs::remove_dir_all(&certs.dir);
+    }
+
+    #[test]
+    fn openssl_order_offers_chacha20_before_aes_128() {
+        let certs = certs("openssl-order");
+        let mut provider = aws_lc_rs::default_provider();
+        provider.cipher_suites = vec![
+            suite::TLS13_AES_128_GCM_SHA256,
+            suite::TLS13_CHACHA20_POLY1305_SHA256,
+        ];
+        let mut server = ServerConfig::builder_with_provider(Arc::new(provider))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(
+                load_certs(&certs.server_cert).unwrap(),
+                load_key(&certs.server_key).unwrap(),
+            )
+            .unwrap();
+        let openssl = || client(&certs, ClientProfile::OpensslOrder);
+        // In the client's order, ChaCha20 comes before AES-128 ...
+        let (suite, _, _) = negotiate(openssl(), server.clone());
+        assert_eq!(suite, "CHACHA20_POLY1305_SHA256");
+        // ... and a server that keeps its own order still gets AES-128 from it.
+        server.ignore_client_order = true;
+        let (suite, _, _) = negotiate(openssl(), server);
+        assert_eq!(suite, "AES_128_GCM_SHA256");
+        let _ = std::fs::remove_dir_all(&certs.dir);
+    }
+
+    #[test]
+    fn the_tokio_baseline_is_left_at_rustls_defaults() {
+        let certs = certs("baseline");
+        let ours = server_config(&certs.server_cert, &certs.server_key, None).unwrap();
+        let defaults = ServerConfig::builder_with_provider(Arc::new(aws_lc_rs::default_provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(
+                load_certs(&certs.server_cert).unwrap(),
+                load_key(&certs.server_key).unwrap(),
+            )
+            .unwrap();
+        assert!(!ours.ignore_client_order);
+        assert_eq!(ours.ignore_client_order, defaults.ignore_client_order);
+        assert_eq!(ours.send_tls13_tickets, defaults.send_tls13_tickets);
+        let suites = |c: &ServerConfig| -> Vec<_> {
+            let provider = c.crypto_provider();
+            provider.cipher_suites.iter().map(|s| s.suite()).collect()
+        };
+        assert_eq!(suites(&ours), suites(&defaults));
+        let groups = |c: &ServerConfig| -> Vec<_> {
+            let provider = c.crypto_provider();
+            provider.kx_groups.iter().map(|g| g.name()).collect()
+        };
+        assert_eq!(groups(&ours), groups(&defaults));
+        assert!(groups(&ours).contains(&NamedGroup::X25519MLKEM768));
+        // The one addition: stateless tickets, where rustls' default issues none.
+        assert!(ours.ticketer.enabled() && !defaults.ticketer.enabled());
+        let _ = std::fs::remove_dir_all(&certs.dir);
+    }
+
+    #[test]
+    fn profile_names() {
+        for profile in ClientProfile::ALL {
+            assert_eq!(ClientProfile::parse(profile.name()), Ok(profile));
+        }
+        assert!(ClientProfile::parse("openssl").is_err());
+        assert_eq!(
+            ClientProfile::OpensslOrder.offer(),
+            "suites AES_256_GCM_SHA384, CHACHA20_POLY1305_SHA256, AES_128_GCM_SHA256; \
+             groups X25519, secp256r1, secp384r1"
+        );
+        assert_eq!(
+            ClientProfile::Mlkem.offer(),
+            "suites AES_256_GCM_SHA384, AES_128_GCM_SHA256, CHACHA20_POLY1305_SHA256; \
+             groups X25519MLKEM768, X25519"
+        );
     }
 }

@@ -84,6 +84,8 @@ pub enum Endpoint<S = Conn> {
         socket: Socket<S>,
         /// Whether our write side is shut down.
         shut: bool,
+        /// Bytes to send before anything else (a PROXY protocol header); empty for none.
+        prelude: Vec<u8>,
     },
     /// TLS over TCP.
     Tls(Box<TlsEnd<S>>),
@@ -98,9 +100,47 @@ pub enum Endpoint<S = Conn> {
 impl<S: Stream> Endpoint<S> {
     /// A plain TCP end.
     pub fn plain(socket: Socket<S>) -> Self {
+        Self::plain_after(socket, Vec::new())
+    }
+
+    /// A plain end that first sends `prelude` (a PROXY protocol header): in the same system
+    /// call as the first bytes of the tunnel, or alone by [`Endpoint::flush_prelude`].
+    pub fn plain_after(socket: Socket<S>, prelude: Vec<u8>) -> Self {
         Self::Plain {
             socket,
             shut: false,
+            prelude,
+        }
+    }
+
+    /// Writes a prelude that no data came to carry; returns whether it wrote anything.
+    pub fn flush_prelude(&mut self) -> Result<bool, EndpointError> {
+        let Self::Plain {
+            socket, prelude, ..
+        } = self
+        else {
+            return Ok(false);
+        };
+        if prelude.is_empty() || !socket.is_writable() {
+            return Ok(false);
+        }
+        match socket.write(prelude) {
+            Ok(n) => {
+                prelude.drain(..n.min(prelude.len()));
+                Ok(n > 0)
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The socket under this end, if it has one.
+    pub fn socket(&self) -> Option<&Socket<S>> {
+        match self {
+            Self::Plain { socket, .. } => Some(socket),
+            Self::Tls(tls) => Some(tls.socket()),
+            Self::Held(socket) => Some(socket),
+            Self::Mirror(_) | Self::Closed => None,
         }
     }
 
@@ -128,6 +168,14 @@ impl<S: Stream> Endpoint<S> {
     pub fn peer_certificates(&self) -> Option<&[CertificateDer<'static>]> {
         match self {
             Self::Tls(tls) => tls.peer_certificates(),
+            _ => None,
+        }
+    }
+
+    /// The rustls session, if this is a TLS end.
+    pub fn tls_common(&self) -> Option<&rustls::CommonState> {
+        match self {
+            Self::Tls(tls) => Some(tls.common()),
             _ => None,
         }
     }
@@ -250,6 +298,25 @@ impl<S: Stream> Endpoint<S> {
     /// Sends plaintext; returns how much was taken (0 when the end cannot take more now).
     fn send(&mut self, data: &[u8], pool: &mut BufferPool) -> Result<usize, EndpointError> {
         match self {
+            Self::Plain {
+                socket, prelude, ..
+            } if !prelude.is_empty() => {
+                // The prelude goes out with the first bytes, in one system call.
+                let bufs = [io::IoSlice::new(prelude), io::IoSlice::new(data)];
+                match socket.write_vectored(&bufs) {
+                    Ok(n) if n < prelude.len() => {
+                        prelude.drain(..n);
+                        Ok(0)
+                    }
+                    Ok(n) => {
+                        let taken = n - prelude.len();
+                        *prelude = Vec::new();
+                        Ok(taken)
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(0),
+                    Err(e) => Err(e.into()),
+                }
+            }
             Self::Plain { socket, .. } => match socket.write(data) {
                 Ok(n) => Ok(n),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(0),
@@ -273,7 +340,12 @@ impl<S: Stream> Endpoint<S> {
     /// once flushed. Returns whether the half is completely shut.
     pub fn shut_write(&mut self, pool: &mut BufferPool) -> Result<bool, EndpointError> {
         match self {
-            Self::Plain { socket, shut } => {
+            Self::Plain { prelude, .. } if !prelude.is_empty() => {
+                // The end of the stream follows the prelude.
+                self.flush_prelude()?;
+                Ok(false)
+            }
+            Self::Plain { socket, shut, .. } => {
                 if !*shut {
                     socket.shutdown_write()?;
                     *shut = true;

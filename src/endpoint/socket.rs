@@ -9,6 +9,7 @@
 use std::io::{self, Read, Write};
 
 use super::stream::{Conn, Stream};
+use crate::trace;
 
 /// What the poll reported for a socket in one event.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -21,6 +22,23 @@ pub struct Readiness {
     pub read_closed: bool,
     /// Nothing more can be sent (reset, or the socket has an error).
     pub write_closed: bool,
+}
+
+impl std::fmt::Display for Readiness {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names = [
+            (self.readable, "readable"),
+            (self.writable, "writable"),
+            (self.read_closed, "read-closed"),
+            (self.write_closed, "write-closed"),
+        ];
+        let set: Vec<&str> = names
+            .iter()
+            .filter(|(on, _)| *on)
+            .map(|(_, n)| *n)
+            .collect();
+        f.write_str(&set.join("|"))
+    }
 }
 
 impl Readiness {
@@ -47,6 +65,8 @@ pub struct Socket<S = Conn> {
     /// reports that edge again and the next call returns at once (EOF or the error).
     read_closed: bool,
     write_closed: bool,
+    /// Set when the tunnel is traced: socket calls are logged.
+    trace: Option<trace::Tag>,
 }
 
 impl<S: Stream> Socket<S> {
@@ -58,7 +78,18 @@ impl<S: Stream> Socket<S> {
             writable: false,
             read_closed: false,
             write_closed: false,
+            trace: None,
         }
+    }
+
+    /// Logs this socket's calls under `tag` (`--trace`).
+    pub fn set_trace(&mut self, tag: trace::Tag) {
+        self.trace = Some(tag);
+    }
+
+    /// The trace tag, when the tunnel is traced.
+    pub fn trace(&self) -> Option<trace::Tag> {
+        self.trace
     }
 
     /// Records readiness reported by the poll.
@@ -72,6 +103,14 @@ impl<S: Stream> Socket<S> {
     /// Whether a read may make progress.
     pub fn is_readable(&self) -> bool {
         self.readable
+    }
+
+    /// Records that the kernel has nothing more to read for now, learnt without a read
+    /// (a peek that found less than wanted); a closed half stays ready.
+    pub fn mark_drained(&mut self) {
+        if !self.read_closed {
+            self.readable = false;
+        }
     }
 
     /// Whether a write may make progress.
@@ -103,11 +142,17 @@ impl<S: Stream> Socket<S> {
     /// tunnel reaches a plain peer on the other, so it cannot mistake a cut-off stream for
     /// a complete one.
     pub fn abort(self) {
+        if let Some(tag) = self.trace {
+            tag.line(format_args!("close with a reset (SO_LINGER 0)"));
+        }
         self.stream.set_abortive_close();
     }
 
     /// Shuts down the sending half of the socket: the peer reads EOF.
     pub fn shutdown_write(&self) -> io::Result<()> {
+        if let Some(tag) = self.trace {
+            tag.line(format_args!("shutdown(write): the peer reads EOF"));
+        }
         self.stream.shutdown_write()
     }
 }
@@ -148,25 +193,46 @@ fn io_call(
 /// Reads clear `readable` when the kernel has nothing more.
 impl<S: Stream> Read for Socket<S> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        io_call(&mut self.readable, self.read_closed, buf.len(), || {
+        let result = io_call(&mut self.readable, self.read_closed, buf.len(), || {
             self.stream.read(buf)
-        })
+        });
+        if let Some(tag) = self.trace {
+            tag.line(format_args!(
+                "{}",
+                trace::io_outcome("read", buf.len(), &result)
+            ));
+        }
+        result
     }
 }
 
 /// Writes clear `writable` when the kernel's send buffer is full.
 impl<S: Stream> Write for Socket<S> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        io_call(&mut self.writable, self.write_closed, buf.len(), || {
+        let result = io_call(&mut self.writable, self.write_closed, buf.len(), || {
             self.stream.write(buf)
-        })
+        });
+        if let Some(tag) = self.trace {
+            tag.line(format_args!(
+                "{}",
+                trace::io_outcome("write", buf.len(), &result)
+            ));
+        }
+        result
     }
 
     fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
         let len = bufs.iter().map(|b| b.len()).sum();
-        io_call(&mut self.writable, self.write_closed, len, || {
+        let result = io_call(&mut self.writable, self.write_closed, len, || {
             self.stream.write_vectored(bufs)
-        })
+        });
+        if let Some(tag) = self.trace {
+            tag.line(format_args!(
+                "{}",
+                trace::io_outcome("writev", len, &result)
+            ));
+        }
+        result
     }
 
     fn flush(&mut self) -> io::Result<()> {

@@ -37,6 +37,16 @@ pub enum Conn {
     Unix(UnixStream),
 }
 
+impl Conn {
+    /// The socket's own address, for TCP.
+    pub fn local_addr(&self) -> Option<std::net::SocketAddr> {
+        match self {
+            Self::Tcp(s) => s.local_addr().ok(),
+            Self::Unix(_) => None,
+        }
+    }
+}
+
 impl Read for Conn {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         match self {

@@ -21,7 +21,7 @@ pub fn run(input: &[u8]) {
     let text = String::from_utf8_lossy(input.rest());
     let args: Vec<String> = text.split('\0').map(str::to_owned).collect();
     match cli::parse(&args, descriptor_limit) {
-        Ok(Command::Run(config)) => {
+        Ok(Command::Run(config) | Command::Check(config)) => {
             let _ = format!("{config:?}");
         }
         Ok(Command::Help(text)) => assert!(!text.is_empty()),

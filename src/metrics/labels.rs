@@ -3,11 +3,9 @@
 //! which deadline fired, and which TLS version, cipher suite, key-exchange group and ALPN
 //! protocol a handshake settled on.
 
-use std::sync::OnceLock;
-
 use rustls::{CipherSuite, NamedGroup, ProtocolVersion};
 
-use super::instrument::{Counter, Label};
+use super::instrument::Label;
 use crate::timer::TimerClass;
 use crate::tunnel::EndReason;
 
@@ -101,6 +99,7 @@ impl TunnelEnd {
             EndReason::Timeout(TimerClass::Close) => Self::CloseTimeout,
             // A lingering end's deadline ends no tunnel: its line was written before.
             EndReason::Timeout(TimerClass::Linger) => Self::TlsError,
+            EndReason::Timeout(TimerClass::Proxy) => Self::ProxyHeaderError,
             EndReason::Shutdown => Self::Shutdown,
             EndReason::Evicted => Self::Evicted,
             EndReason::Tls(_, e) => match certificate_refusal(e) {
@@ -112,6 +111,8 @@ impl TunnelEnd {
             EndReason::HandshakeEof(_) => Self::HandshakeEof,
             EndReason::Connect(_) => Self::ConnectError,
             EndReason::Io(..) => Self::IoError,
+            EndReason::ProxyHeader(_) => Self::ProxyHeaderError,
+            EndReason::TooManyFromPeer => Self::RefusedPolicy,
         }
     }
 }
@@ -306,12 +307,13 @@ impl Label for ReloadResult {
 }
 
 /// The deadlines, as the `kind` label of `moat_timeouts_total`.
-const TIMER_CLASSES: [TimerClass; 5] = [
+const TIMER_CLASSES: [TimerClass; 6] = [
     TimerClass::Handshake,
     TimerClass::Connect,
     TimerClass::Idle,
     TimerClass::Close,
     TimerClass::Linger,
+    TimerClass::Proxy,
 ];
 
 impl Label for TimerClass {
@@ -324,10 +326,15 @@ impl Label for TimerClass {
             Self::Idle => 2,
             Self::Close => 3,
             Self::Linger => 4,
+            Self::Proxy => 5,
         }
     }
     fn slot_label(slot: usize) -> &'static str {
-        TIMER_CLASSES.get(slot).map_or(OTHER, |c| c.name())
+        match TIMER_CLASSES.get(slot) {
+            Some(Self::Proxy) => "proxy",
+            Some(class) => class.name(),
+            None => OTHER,
+        }
     }
 }
 
@@ -404,95 +411,6 @@ impl Label for NamedGroup {
     }
 }
 
-/// ALPN protocols a service may count by name; more than this share `other`.
-pub const ALPN_SLOTS: usize = 8;
-
-/// Handshakes by negotiated ALPN protocol, as the `protocol` label.
-///
-/// Only protocols from the service's configured list get a name of their own
-/// ([`AlpnTally::configure`], at start-up and reload); anything else counts as `other`. A
-/// name, once given a slot, keeps it for the life of the process, so the counts survive a
-/// reload that drops and re-adds it, and the set of names stays bounded by [`ALPN_SLOTS`].
-#[derive(Debug, Default)]
-pub struct AlpnTally {
-    names: [OnceLock<Box<[u8]>>; ALPN_SLOTS],
-    counts: [Counter; ALPN_SLOTS],
-    other: Counter,
-}
-
-impl AlpnTally {
-    /// Gives each protocol of a service's configured list a slot, if it has none yet.
-    pub fn configure(&self, protocols: &[Vec<u8>]) {
-        for protocol in protocols {
-            // A protocol named "other" would be mistaken for the catch-all: it counts there.
-            if self.slot_of(protocol).is_some() || protocol == OTHER.as_bytes() {
-                continue;
-            }
-            // The first empty slot takes it; `set` fails only if the slot was just taken.
-            let _ = self
-                .names
-                .iter()
-                .find(|n| n.get().is_none())
-                .map(|n| n.set(protocol.clone().into_boxed_slice()));
-        }
-    }
-
-    /// Counts one handshake that negotiated `protocol`.
-    pub fn inc(&self, protocol: &[u8]) {
-        match self
-            .slot_of(protocol)
-            .and_then(|slot| self.counts.get(slot))
-        {
-            Some(counter) => counter.inc(),
-            None => self.other.inc(),
-        }
-    }
-
-    /// Each named protocol with its count, in slot order, then `other`.
-    pub fn counts(&self) -> impl Iterator<Item = (&[u8], u64)> + '_ {
-        self.names
-            .iter()
-            .zip(&self.counts)
-            .filter_map(|(name, count)| Some((name.get()?.as_ref(), count.get())))
-            .chain([(OTHER.as_bytes(), self.other.get())])
-    }
-
-    fn slot_of(&self, protocol: &[u8]) -> Option<usize> {
-        self.names
-            .iter()
-            .position(|n| n.get().is_some_and(|name| **name == *protocol))
-    }
-}
-
-/// What a finished TLS handshake settled on, read from rustls' connection state
-/// ([`Negotiated::of`]) and counted by `ServiceMetrics::handshake_completed`.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Negotiated<'a> {
-    /// The TLS version.
-    pub version: Option<ProtocolVersion>,
-    /// The cipher suite.
-    pub suite: Option<CipherSuite>,
-    /// The key-exchange group (none for a TLS 1.2 resumption).
-    pub group: Option<NamedGroup>,
-    /// The ALPN protocol, if one was agreed.
-    pub alpn: Option<&'a [u8]>,
-    /// Whether the session was resumed rather than established afresh.
-    pub resumed: bool,
-}
-
-impl<'a> Negotiated<'a> {
-    /// Reads the outcome of a finished handshake from its connection.
-    pub fn of(conn: &'a rustls::CommonState) -> Self {
-        Self {
-            version: conn.protocol_version(),
-            suite: conn.negotiated_cipher_suite().map(|s| s.suite()),
-            group: conn.negotiated_key_exchange_group().map(|g| g.name()),
-            alpn: conn.alpn_protocol(),
-            resumed: conn.handshake_kind() == Some(rustls::HandshakeKind::Resumed),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -565,30 +483,5 @@ mod tests {
             TunnelEnd::of(&EndReason::Timeout(TimerClass::Close)),
             TunnelEnd::CloseTimeout
         );
-    }
-
-    #[test]
-    fn alpn_names_only_configured_protocols_and_keeps_their_slots() {
-        let alpn = AlpnTally::default();
-        alpn.configure(&[b"h2".to_vec(), b"http/1.1".to_vec()]);
-        alpn.inc(b"h2");
-        alpn.inc(b"smtp");
-        // A reload that drops http/1.1 and adds redis keeps h2's count and slot.
-        alpn.configure(&[b"h2".to_vec(), b"redis".to_vec()]);
-        alpn.inc(b"h2");
-        alpn.inc(b"redis");
-        let counts: Vec<(&[u8], u64)> = alpn.counts().collect();
-        assert_eq!(
-            counts,
-            [
-                (&b"h2"[..], 2),
-                (b"http/1.1", 0),
-                (b"redis", 1),
-                (b"other", 1)
-            ]
-        );
-        let many: Vec<Vec<u8>> = (0..20).map(|i| format!("p{i}").into_bytes()).collect();
-        alpn.configure(&many);
-        assert_eq!(alpn.counts().count(), ALPN_SLOTS + 1);
     }
 }

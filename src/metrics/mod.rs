@@ -29,12 +29,12 @@ use crate::timer::TimerClass;
 
 pub mod instrument;
 pub mod labels;
+mod negotiated;
 mod render;
 
 pub use instrument::{Counter, Gauge, Histogram, Label, Tally};
-pub use labels::{
-    AlpnTally, Direction, HandshakeFailure, Negotiated, Refusal, ReloadResult, TunnelEnd,
-};
+pub use labels::{Direction, HandshakeFailure, Refusal, ReloadResult, TunnelEnd};
+pub use negotiated::{AlpnTally, Negotiated, ALPN_SLOTS};
 pub use render::{render, CONTENT_TYPE};
 
 /// What one service's tunnels did on one loop.

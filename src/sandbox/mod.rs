@@ -22,10 +22,8 @@
 pub mod landlock;
 pub mod seccomp;
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use crate::config::{ClientAuth, Config, Mode};
 use crate::error::StartError;
 
 /// The DNS port: a resolver retries over TCP when a UDP answer is truncated.
@@ -49,48 +47,32 @@ pub struct Plan {
 }
 
 impl Plan {
-    /// The plan for `config`, whose listeners are bound at `listening`.
-    pub fn for_config(config: &Config, listening: &[SocketAddr]) -> Self {
+    /// The plan for what moat runs: `files` it may read again, the unix sockets it listens
+    /// on, the TCP ports it has bound and the ones it connects to; `resolves_names` when a
+    /// reload resolves names again.
+    pub fn new(
+        files: Vec<PathBuf>,
+        unix_sockets: Vec<PathBuf>,
+        bind_ports: Vec<u16>,
+        connect_ports: Vec<u16>,
+        resolves_names: bool,
+    ) -> Self {
         let mut plan = Self {
-            bind_ports: listening.iter().map(SocketAddr::port).collect(),
-            ..Self::default()
+            reloadable_files: files,
+            unix_sockets,
+            bind_ports,
+            connect_ports,
+            resolves_names,
         };
-        match &config.mode {
-            Mode::Server(server) => {
-                for identity in &server.identities {
-                    plan.reloadable_files
-                        .extend([identity.cert.clone(), identity.key.clone()]);
-                }
-                if let ClientAuth::Required { ca } = &server.client_auth {
-                    plan.reloadable_files.push(ca.clone());
-                }
-                plan.reloadable_files.extend(server.crls.iter().cloned());
-                plan.connect_ports
-                    .extend(server.targets.iter().map(SocketAddr::port));
-            }
-            Mode::Client(client) => {
-                plan.reloadable_files.extend(client.ca.iter().cloned());
-                plan.reloadable_files.extend(client.crls.iter().cloned());
-                if let Some(identity) = &client.identity {
-                    plan.reloadable_files
-                        .extend([identity.cert.clone(), identity.key.clone()]);
-                }
-                let ports = client.targets.iter().filter_map(|target| {
-                    crate::config::split_host_port("--target", target)
-                        .ok()
-                        .map(|(_, port)| port)
-                });
-                plan.connect_ports.extend(ports);
-                plan.connect_ports.push(DNS_PORT);
-                plan.resolves_names = true;
-            }
-            // The demo's legs connect to its own listeners; its files are compiled in.
-            Mode::Demo(_) => plan.connect_ports = plan.bind_ports.clone(),
+        if resolves_names {
+            plan.connect_ports.push(DNS_PORT);
         }
-        plan.bind_ports.sort_unstable();
-        plan.bind_ports.dedup();
-        plan.connect_ports.sort_unstable();
-        plan.connect_ports.dedup();
+        for list in [&mut plan.bind_ports, &mut plan.connect_ports] {
+            list.sort_unstable();
+            list.dedup();
+        }
+        plan.reloadable_files.sort();
+        plan.reloadable_files.dedup();
         plan
     }
 }

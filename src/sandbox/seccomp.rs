@@ -177,12 +177,16 @@ const NARROWED: &[Narrowed] = &[
         ],
     },
     Narrowed {
-        why: "naming a new thread",
+        why: "naming a new thread; reading the auxiliary vector (rustix looks up the vDSO \
+              the first time it reads the clock)",
         call: ("SYS_prctl", libc::SYS_prctl),
         arg: 0,
-        values: &[libc::PR_SET_NAME as u32],
+        values: &[libc::PR_SET_NAME as u32, PR_GET_AUXV],
     },
 ];
+
+/// `prctl(PR_GET_AUXV)` (Linux 6.4), which the libc crate does not name yet.
+const PR_GET_AUXV: u32 = 0x4155_5856;
 
 /// Every call allowed whatever its arguments, as (name, number).
 fn unconditional() -> impl Iterator<Item = (&'static str, libc::c_long)> {

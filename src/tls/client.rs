@@ -20,7 +20,7 @@ use crate::error::StartError;
 pub const SESSION_CACHE_NAMES: usize = 16;
 
 /// What client mode needs to open TLS, read from its files.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClientSettings {
     /// What the server's chain must lead to.
     pub trust: Trust,

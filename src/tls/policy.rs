@@ -18,7 +18,7 @@ use crate::config::PolicyConfig;
 use crate::error::StartError;
 
 /// The allow-list, parsed.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Policy {
     cn: Vec<Pattern>,
     ou: Vec<Pattern>,
@@ -39,7 +39,7 @@ enum Kind {
 }
 
 /// One `--allow-cn`/`-ou`/`-dns`/`-uri` pattern.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 struct Pattern {
     text: String,
     kind: Kind,

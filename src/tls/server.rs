@@ -20,7 +20,7 @@ use crate::error::StartError;
 pub const TICKETS_PER_HANDSHAKE: usize = 1;
 
 /// What server mode needs to accept TLS, read from its files.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServerSettings {
     /// (certificate chain, key) pairs; the first is the default for SNI.
     pub identities: Vec<(Pem, Pem)>,

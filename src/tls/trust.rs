@@ -12,7 +12,7 @@ use super::Pem;
 use crate::error::StartError;
 
 /// Where client mode finds the CAs the server's chain must lead to.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Trust {
     /// The CAs in this file (`--ca`).
     Ca(Pem),

@@ -34,12 +34,22 @@ impl Tunnel {
                 if self.dials >= ctx.route.target.addr_count() {
                     return Err(reason);
                 }
-                log::debug!("tunnel {}: {reason}; trying the next target", self.id);
+                log::debug!(tunnel = self.id; "tunnel {}: {reason}; trying the next target", self.id);
             }
             let addr = ctx.route.target.addr(first, self.dials).cloned();
             self.dials += 1;
             match dial(ctx, addr) {
-                Ok(upstream) => {
+                Ok(mut upstream) => {
+                    if let (true, Upstream::Connecting { socket, addr }) =
+                        (self.traced, &mut upstream)
+                    {
+                        let tag = crate::trace::Tag {
+                            tunnel: self.id,
+                            side: "target",
+                        };
+                        tag.line(format_args!("connecting to {addr} (nonblocking)"));
+                        socket.set_trace(tag);
+                    }
                     self.up = upstream;
                     return Ok(());
                 }
@@ -56,11 +66,15 @@ impl Tunnel {
         if !connected(socket).map_err(EndReason::Connect)? {
             return Ok(false);
         }
-        log::debug!("tunnel {}: connected to target {addr}", self.id);
+        log::debug!(tunnel = self.id; "tunnel {}: connected to target {addr}", self.id);
+        self.trace_line(format_args!(
+            "target: connected to {addr} (writable, and SO_ERROR says no error)"
+        ));
         if let Upstream::Connecting { socket, .. } =
             std::mem::replace(&mut self.up, Upstream::NotDialled)
         {
-            self.up = Upstream::Open(target_endpoint(route, socket)?);
+            let prelude = self.proxy_header().unwrap_or_default();
+            self.up = Upstream::Open(target_endpoint(route, socket, prelude)?);
         }
         Ok(true)
     }
@@ -106,14 +120,15 @@ fn connected(socket: &Socket) -> io::Result<bool> {
     }
 }
 
-/// The upstream end once TCP is connected: plain, or a TLS client session.
-fn target_endpoint(route: &Route, socket: Socket) -> Result<Endpoint, EndReason> {
+/// The upstream end once TCP is connected: plain (after `prelude`, a PROXY header), or a
+/// TLS client session.
+fn target_endpoint(route: &Route, socket: Socket, prelude: Vec<u8>) -> Result<Endpoint, EndReason> {
     match &route.target {
         Target::Remote { tls: Some(tls), .. } => {
             let conn = UnbufferedClientConnection::new(tls.config.clone(), tls.server_name.clone())
                 .map_err(|e| EndReason::Tls(Side::Target, e))?;
             Ok(Endpoint::tls(socket, Session::Client(conn)))
         }
-        _ => Ok(Endpoint::plain(socket)),
+        _ => Ok(Endpoint::plain_after(socket, prelude)),
     }
 }

@@ -11,9 +11,9 @@
 //! [`Tunnel::drive`] takes the tunnel as far as readiness allows each time the poll loop
 //! reports an event for one of its sockets.
 
-use std::fmt;
 use std::io;
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Instant;
 
 use mio::Registry;
 use rustls::server::UnbufferedServerConnection;
@@ -21,15 +21,20 @@ use rustls::server::UnbufferedServerConnection;
 use crate::address::Peer;
 use crate::buffer::BufferPool;
 
+use crate::admission::HandshakeStage;
 use crate::endpoint::{Endpoint, EndpointError, LingerStep, Lingering, Readiness, Session, Socket};
-use crate::limits::HandshakeStage;
+use crate::metrics::ServiceMetrics;
 use crate::route::{Route, Target};
 use crate::timer::TimerClass;
 use crate::tls::{identity, notes};
 
 mod connect;
+mod proxy;
 mod reason;
 mod relay;
+mod report;
+
+use proxy::ProxyIn;
 
 pub(crate) use reason::tls_failure;
 pub use reason::{EndReason, Side};
@@ -48,6 +53,11 @@ pub struct Step {
     pub again: bool,
     /// A failed connect moved on to the next target: its connect deadline starts afresh.
     pub redialed: bool,
+    /// The tunnel's TLS handshake (the client's in server mode, the target's in client
+    /// mode) finished during this drive.
+    pub handshake_done: bool,
+    /// The PROXY header arrived during this drive: the peer is now the address it carries.
+    pub proxy_done: bool,
 }
 
 /// What the loop lends a tunnel while driving it.
@@ -82,8 +92,10 @@ enum Upstream {
 pub struct Tunnel {
     /// Unique for the life of the process (slab keys are reused; ids are not).
     pub id: u64,
-    /// Index of the route (listener) it came from.
-    pub route: usize,
+    /// Where it goes: the route of its service as it was when the tunnel started.
+    pub route: Arc<Route>,
+    /// Its service's counters in this worker.
+    pub metrics: Arc<ServiceMetrics>,
     /// Who connected.
     pub peer: Peer,
     /// Whether it waits in the loop's ready queue.
@@ -103,18 +115,27 @@ pub struct Tunnel {
     /// Bytes the kernel held for the peers when an idle or close deadline last passed with
     /// bytes still queued; `None` once the tunnel moved bytes itself.
     queued_at_deadline: Option<usize>,
+    /// Whether a PROXY header is still to be read (`--accept-proxy`).
+    proxy_in: ProxyIn,
+    /// Where the client connected, as the PROXY header said.
+    proxied_to: Option<std::net::SocketAddr>,
+    /// The address counted for `--max-conns-per-ip`, to give back at the end.
+    pub counted_ip: Option<std::net::IpAddr>,
+    /// Whether `--trace` follows this tunnel.
+    pub traced: bool,
 }
 
 impl Tunnel {
     /// A tunnel for a connection just accepted on `route`.
     pub fn new(
         id: u64,
-        route_index: usize,
-        route: &Route,
+        route: Arc<Route>,
+        metrics: Arc<ServiceMetrics>,
         socket: Socket,
         peer: Peer,
         now: Instant,
     ) -> io::Result<Self> {
+        let route_accepts_proxy = route.accept_proxy.is_some();
         let down = match &route.accept_tls {
             Some(tls) => {
                 let conn = UnbufferedServerConnection::new(tls.config.clone())
@@ -129,7 +150,8 @@ impl Tunnel {
         };
         Ok(Self {
             id,
-            route: route_index,
+            route,
+            metrics,
             peer,
             queued: false,
             started: now,
@@ -141,6 +163,14 @@ impl Tunnel {
             first_target: None,
             lingering: None,
             queued_at_deadline: None,
+            proxy_in: if route_accepts_proxy {
+                ProxyIn::Waiting
+            } else {
+                ProxyIn::Done
+            },
+            proxied_to: None,
+            counted_ip: None,
+            traced: false,
         })
     }
 
@@ -186,6 +216,8 @@ impl Tunnel {
     /// How far the tunnel's TLS handshake has come, if one is under way.
     pub fn handshake_stage(&self) -> Option<HandshakeStage> {
         match &self.up {
+            // A PROXY header counts in the budget like a hello that has not come.
+            _ if self.proxy_in == ProxyIn::Waiting => Some(HandshakeStage::Hello),
             _ if self.down.is_handshaking() && !self.down.has_sent() => Some(HandshakeStage::Hello),
             _ if self.down.is_handshaking() => Some(HandshakeStage::Answered),
             Upstream::Open(up) if up.is_handshaking() => Some(HandshakeStage::Answered),
@@ -197,6 +229,9 @@ impl Tunnel {
     pub fn timer_class(&self) -> TimerClass {
         if self.lingering.is_some() {
             return TimerClass::Linger;
+        }
+        if self.proxy_in == ProxyIn::Waiting {
+            return TimerClass::Proxy;
         }
         match &self.up {
             _ if self.down.is_handshaking() => TimerClass::Handshake,
@@ -219,61 +254,97 @@ impl Tunnel {
             }
             return Ok(Step::default());
         }
-        let mut progressed = false;
+        let mut step = Step::default();
+        if self.proxy_in == ProxyIn::Waiting {
+            if !self.read_proxy_header()? {
+                return Ok(step);
+            }
+            step.progressed = true;
+            step.proxy_done = true;
+            // The loop counts the new peer before the tunnel goes on.
+            return Ok(step);
+        }
         if self.down.is_handshaking() {
             let (stepped, notes) = notes::during(|| self.down.handshake(ctx.pool));
             if let Some(name) = notes.server_name {
                 self.sni = Some(name);
             }
-            progressed |= stepped.map_err(|e| tls_failure(Side::Client, e, notes.refusal))?;
+            step.progressed |= stepped.map_err(|e| tls_failure(Side::Client, e, notes.refusal))?;
             if self.down.is_handshaking() {
-                return Ok(Step {
-                    progressed,
-                    again: false,
-                    redialed: false,
-                });
+                return Ok(step);
             }
             self.client_authenticated(ctx.route)?;
+            step.handshake_done = true;
         }
         if let Upstream::NotDialled = self.up {
             self.dial(ctx, None)?;
-            progressed = true;
+            step.progressed = true;
         }
         match self.finish_connect(ctx.route) {
-            Ok(connected) => progressed |= connected,
+            Ok(connected) => step.progressed |= connected,
             Err(EndReason::Connect(e)) => {
                 self.dial(ctx, Some(EndReason::Connect(e)))?;
-                return Ok(Step {
-                    progressed: true,
-                    again: false,
-                    redialed: true,
-                });
+                step.progressed = true;
+                step.redialed = true;
+                return Ok(step);
             }
             Err(other) => return Err(other),
         }
         let Upstream::Open(up) = &mut self.up else {
-            return Ok(Step {
-                progressed,
-                again: false,
-                redialed: false,
-            });
+            return Ok(step);
         };
         if up.is_handshaking() {
             let (stepped, notes) = notes::during(|| up.handshake(ctx.pool));
-            progressed |= stepped.map_err(|e| tls_failure(Side::Target, e, notes.refusal))?;
+            step.progressed |= stepped.map_err(|e| tls_failure(Side::Target, e, notes.refusal))?;
             if up.is_handshaking() {
-                return Ok(Step {
-                    progressed,
-                    again: false,
-                    redialed: false,
-                });
+                return Ok(step);
             }
+            step.handshake_done = true;
         }
         let (moved, again) = self.relay(ctx.pool)?;
-        Ok(Step {
-            progressed: progressed || moved,
-            again,
-            redialed: false,
+        step.progressed |= moved;
+        step.again = again;
+        Ok(step)
+    }
+
+    /// Follows this tunnel with `--trace` from now on.
+    pub fn trace(&mut self) {
+        self.traced = true;
+        if let Some(socket) = self.down.socket_mut() {
+            socket.set_trace(crate::trace::Tag {
+                tunnel: self.id,
+                side: "client",
+            });
+        }
+    }
+
+    /// A trace line about this tunnel, when it is traced.
+    pub fn trace_line(&self, what: std::fmt::Arguments<'_>) {
+        if self.traced {
+            crate::trace::Tag {
+                tunnel: self.id,
+                side: "",
+            }
+            .line(what);
+        }
+    }
+
+    /// When the tunnel was accepted.
+    pub fn started(&self) -> Instant {
+        self.started
+    }
+
+    /// Plaintext bytes moved so far: (to the target, to the client).
+    pub fn bytes(&self) -> (u64, u64) {
+        (self.relay.to_target.bytes, self.relay.to_client.bytes)
+    }
+
+    /// The rustls session of the tunnel's TLS leg (the client's in server mode, the
+    /// target's in client mode), for what its handshake negotiated.
+    pub fn tls_common(&self) -> Option<&rustls::CommonState> {
+        self.down.tls_common().or(match &self.up {
+            Upstream::Open(up) => up.tls_common(),
+            _ => None,
         })
     }
 
@@ -311,15 +382,23 @@ impl Tunnel {
 
     /// Closes both ends after the tunnel ended for `reason`; returns whether one of them
     /// lingers (the tunnel must then stay until [`Tunnel::has_ended`] or its linger
-    /// deadline). An abort on one side reaches the other as an abort (a reset towards a
-    /// plain peer); a TLS peer that was sent a fatal alert gets a lingering close.
+    /// deadline).
+    ///
+    /// A peer is told "end of stream" only when the stream towards it ended at its source
+    /// and that end was passed on. A stream cut short for any other reason — the other
+    /// side reset or failed its TLS session, the target could not be reached or failed its
+    /// handshake, a deadline or a shutdown came first — reaches it as an abort: a reset
+    /// towards a plain peer, no `close_notify` towards a TLS one. So a backend never takes
+    /// an upload moat gave up on, or bytes moat could not deliver, for a complete one. A TLS
+    /// peer that was sent a fatal alert gets a lingering close instead, so the alert arrives.
     pub fn close(&mut self, reason: &EndReason, pool: &mut BufferPool) -> bool {
-        let (aborted_by, alerted) = (reason.aborted_by(), reason.alerted());
+        let alerted = reason.alerted();
         let down = std::mem::replace(&mut self.down, Endpoint::Closed);
         let up = match std::mem::replace(&mut self.up, Upstream::NotDialled) {
             Upstream::Open(end) => Some(end),
             Upstream::Connecting { socket, .. } => {
-                drop(socket);
+                // The target may have accepted already: it must not see a clean end either.
+                socket.abort();
                 None
             }
             Upstream::NotDialled => None,
@@ -327,7 +406,7 @@ impl Tunnel {
         let ends = [(Side::Client, Some(down)), (Side::Target, up)];
         for (side, end) in ends {
             let Some(end) = end else { continue };
-            let abort = aborted_by.is_some_and(|by| by != side);
+            let abort = !self.relay.towards(side).is_finished();
             if let Some(lingering) = end.close(pool, alerted == Some(side), abort) {
                 self.lingering = Some((side, lingering));
             }
@@ -354,7 +433,12 @@ impl Tunnel {
         let Upstream::Open(up) = &mut self.up else {
             return Ok((false, false));
         };
-        self.relay.run(&mut self.down, up, pool)
+        let (moved, again) = self.relay.run(&mut self.down, up, pool)?;
+        // A PROXY header no data went out with goes alone: the backend may speak first.
+        let wrote = up
+            .flush_prelude()
+            .map_err(|e| reason::failure(Side::Target, e))?;
+        Ok((moved || wrote, again))
     }
 
     /// The client's handshake is done. A resumed session's certificate is checked again
@@ -374,6 +458,7 @@ impl Tunnel {
         if log::log_enabled!(log::Level::Debug) {
             let subject = self.subject().map(|s| format!(" as {s}"));
             log::debug!(
+                tunnel = self.id;
                 "tunnel {}: client {} finished TLS handshake{}",
                 self.id,
                 self.peer,
@@ -387,51 +472,5 @@ impl Tunnel {
     fn subject(&self) -> Option<String> {
         let certs = self.down.peer_certificates()?;
         identity::subject(certs.first()?)
-    }
-
-    /// The tunnel's one log line at its end.
-    pub fn log_end(&self, route: &Route, reason: &EndReason, now: Instant) {
-        let level = match reason {
-            EndReason::Clean | EndReason::Truncated(_) | EndReason::Timeout(TimerClass::Idle) => {
-                log::Level::Info
-            }
-            _ => log::Level::Warn,
-        };
-        // The TLS leg described is the client's in server mode, the target's in client mode.
-        let tls = match &self.up {
-            Upstream::Open(up) if self.down.negotiated().is_none() => up.negotiated(),
-            _ => self.down.negotiated(),
-        };
-        let tls = tls
-            .filter(|n| n.version.is_some())
-            .map(|n| n.to_string())
-            .unwrap_or_default();
-        log::log!(
-            level,
-            "tunnel closed: {} peer={}{}{}{} to_target={}B to_client={}B duration={} end={}",
-            route.name,
-            self.peer,
-            self.subject()
-                .map(|s| format!(" subject=\"{s}\""))
-                .unwrap_or_default(),
-            self.sni
-                .as_deref()
-                .map(|s| format!(" sni={s}"))
-                .unwrap_or_default(),
-            tls,
-            self.relay.to_target.bytes,
-            self.relay.to_client.bytes,
-            Seconds(now.saturating_duration_since(self.started)),
-            reason
-        );
-    }
-}
-
-/// A duration as `1.234s`.
-struct Seconds(Duration);
-
-impl fmt::Display for Seconds {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:.3}s", self.0.as_secs_f64())
     }
 }

@@ -67,18 +67,13 @@ pub enum EndReason {
     Connect(io::Error),
     /// A socket failed (reset, broken pipe).
     Io(Side, io::Error),
+    /// The PROXY protocol header from the load balancer was missing, malformed or too long.
+    ProxyHeader(String),
+    /// The address the PROXY header named already has `--max-conns-per-ip` tunnels.
+    TooManyFromPeer,
 }
 
 impl EndReason {
-    /// The side whose stream was cut off, if this end is an abort: that side reset, or its
-    /// TLS session failed. The other side must learn of it as an abort, not a clean end.
-    pub(crate) fn aborted_by(&self) -> Option<Side> {
-        match self {
-            Self::Io(side, _) | Self::Tls(side, _) | Self::Refused(side, _) => Some(*side),
-            _ => None,
-        }
-    }
-
     /// The side that moat sent a fatal TLS alert, if any: it lingers so the alert arrives.
     pub(crate) fn alerted(&self) -> Option<Side> {
         match self {
@@ -108,6 +103,10 @@ impl fmt::Display for EndReason {
                 write!(f, "cannot connect to target: {}", crate::error::plain_io(e))
             }
             Self::Io(side, e) => write!(f, "{side} {}", crate::error::plain_io(e)),
+            Self::ProxyHeader(why) => f.write_str(why),
+            Self::TooManyFromPeer => {
+                f.write_str("refused: too many tunnels from this address (--max-conns-per-ip)")
+            }
         }
     }
 }

@@ -30,6 +30,13 @@ pub struct Direction {
     pub finished: Option<Eof>,
 }
 
+impl Direction {
+    /// Whether the sink has been told the end of the stream: nothing more will cross.
+    pub fn is_finished(&self) -> bool {
+        self.finished.is_some()
+    }
+}
+
 impl Relay {
     /// Moves bytes both ways between `down` (the client's end) and `up` (the target's)
     /// until nothing moves or the budget is spent. Each direction has half the turn's
@@ -72,7 +79,15 @@ impl Relay {
 
     /// Whether both directions have finished: the tunnel can be closed without losing data.
     pub fn is_finished(&self) -> bool {
-        self.to_target.finished.is_some() && self.to_client.finished.is_some()
+        self.to_target.is_finished() && self.to_client.is_finished()
+    }
+
+    /// The direction whose sink is `side`: what that side's peer receives.
+    pub fn towards(&self, side: Side) -> &Direction {
+        match side {
+            Side::Client => &self.to_client,
+            Side::Target => &self.to_target,
+        }
     }
 
     /// Whether one direction has ended (the tunnel is half-closed).
@@ -123,9 +138,6 @@ fn pump<S: Stream>(
         if let Some(eof) = r.ended {
             dir.ended = Some(eof);
             moved = true;
-            if eof == Eof::Truncated {
-                log::debug!("{src_side} closed TLS without close_notify");
-            }
         }
     }
     if let Some(eof) = dir.ended {

@@ -3,8 +3,14 @@
 
 #![allow(dead_code)] // each test binary uses a different part of this module
 
+pub mod daemon;
+pub mod daemons;
+pub mod fault;
+pub mod files;
+pub mod matrix;
 pub mod pki;
 pub mod tls_client;
+pub mod tls_peer;
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -60,6 +66,7 @@ impl Moat {
             _ => {
                 let mut moat = Command::new(env!("CARGO_BIN_EXE_moat"));
                 moat.args(args);
+                moat.args(test_workers(args));
                 moat
             }
         };
@@ -180,6 +187,17 @@ impl Drop for Moat {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// `--workers N` when the suite runs with `MOAT_TEST_WORKERS=N` (`.ci/run` runs it a second
+/// time so), for every moat that serves: the worker count must not change any outcome.
+fn test_workers(args: &[&str]) -> Vec<String> {
+    let serves = matches!(args.first(), Some(&"server" | &"client" | &"demo"))
+        || (args.contains(&"--config") && !args.contains(&"check") && !args.contains(&"--check"));
+    match std::env::var("MOAT_TEST_WORKERS") {
+        Ok(n) if serves && !args.contains(&"--workers") => vec!["--workers".into(), n],
+        _ => Vec::new(),
     }
 }
 
@@ -382,7 +400,7 @@ pub fn wait_closed(stream: &mut impl Read) -> io::Result<()> {
     }
 }
 
-/// A program nobody here wrote (`openssl`, `curl`), started by a test with its three standard
+/// A program nobody here wrote (`openssl`, `curl`, `psql`, `mariadb`), started by a test with its three standard
 /// streams piped. Standard output arrives in chunks on a channel, so every read has a
 /// deadline; the process is killed (by its own handle) if the test ends first.
 pub struct Tool {
@@ -394,7 +412,7 @@ pub struct Tool {
 
 impl Tool {
     /// Starts `program ARGS...` in `dir` (or the current directory). A missing program
-    /// fails the test with a message that says what to install.
+    /// fails the test with a message that says what to install ([`daemon::missing`]).
     pub fn spawn(program: &str, args: &[&str], dir: Option<&std::path::Path>) -> Self {
         let mut command = Command::new(program);
         command
@@ -407,10 +425,7 @@ impl Tool {
         }
         let mut child = match command.spawn() {
             Ok(child) => child,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => panic!(
-                "`{program}` is not installed or not on PATH; the interop tests need it \
-                 (Debian/Ubuntu: apt-get install openssl curl)"
-            ),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => daemon::missing(program),
             Err(e) => panic!("cannot start `{program}`: {e}"),
         };
         let (tx, stdout) = std::sync::mpsc::channel();

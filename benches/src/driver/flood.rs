@@ -104,7 +104,7 @@ pub fn run(f: &FloodRun<'_>) -> Result<Measured> {
             m.values.insert(k, v);
         }
     }
-    if f.kind == Kind::Moat {
+    if f.kind.is_moat() {
         if let Some(tunnels) = moat_tunnels(f.running) {
             put(&mut m, "tunnels_after", tunnels.to_string());
         }

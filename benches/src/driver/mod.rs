@@ -4,6 +4,7 @@
 //! `results.md` and `chart.svg`.
 
 mod flood;
+mod options;
 mod procs;
 mod report;
 pub mod scenario;
@@ -15,196 +16,15 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+pub use options::usage;
+use options::{command_line, parse, resolve_targets, Options};
 use procs::BackendProcess;
 use report::Row;
 use scenario::{Measured, Scenario};
 use targets::{Kind, Launch, Target};
 
-use crate::{parse_duration, Result};
-
-/// Options of `moat-bench run`.
-struct Options {
-    scenarios: Vec<Scenario>,
-    targets: Vec<Kind>,
-    /// Targets were named explicitly: a missing one is an error, not a skip.
-    targets_explicit: bool,
-    warmup: Duration,
-    duration: Duration,
-    rounds: usize,
-    out: PathBuf,
-    moat: Option<PathBuf>,
-    tokio: Option<PathBuf>,
-    install_peers: bool,
-    quiet_wait: Duration,
-}
-
-pub fn usage() -> String {
-    let names = |list: Vec<Scenario>| -> String {
-        list.iter().map(|s| s.name).collect::<Vec<_>>().join(", ")
-    };
-    format!(
-        "Usage: moat-bench run [options]\n\n\
-         Runs every scenario against each target and prints one table.\n\
-         Scenarios: {}\n\
-         Flood scenarios (--flood; moat and tokio only): {}\n\
-         Targets: moat, tokio, stunnel, haproxy (peers only when installed)",
-        names(scenario::all(scenario::HANDSHAKE_CONCURRENCY)),
-        names(scenario::flood(scenario::HANDSHAKE_CONCURRENCY))
-    )
-}
-
-fn options_spec() -> getopts::Options {
-    let mut opts = getopts::Options::new();
-    opts.optflag(
-        "",
-        "quick",
-        "smoke test: fewer scenarios, 1 s windows, moat and tokio only",
-    );
-    opts.optflag(
-        "",
-        "flood",
-        "run the flood scenarios (fairness, slowloris, storm, garbage, per-ip) instead",
-    );
-    opts.optopt(
-        "",
-        "scenarios",
-        "comma-separated scenarios to run (default: all)",
-        "LIST",
-    );
-    opts.optopt(
-        "",
-        "targets",
-        "comma-separated targets (default: all that are present)",
-        "LIST",
-    );
-    opts.optopt(
-        "",
-        "duration",
-        "measured window per run (default 5s; quick 1s)",
-        "DUR",
-    );
-    opts.optopt(
-        "",
-        "warmup",
-        "warm-up before each window (default 1s; quick 0.3s)",
-        "DUR",
-    );
-    opts.optopt(
-        "",
-        "rounds",
-        "runs per scenario and target; the median is kept (default 1)",
-        "N",
-    );
-    opts.optopt(
-        "",
-        "concurrency",
-        "connections in the handshake scenarios (default 32)",
-        "N",
-    );
-    opts.optopt(
-        "",
-        "out",
-        "directory for results.md, chart.svg and logs (default benches/results)",
-        "DIR",
-    );
-    opts.optopt(
-        "",
-        "moat",
-        "the moat binary (default: next to this program)",
-        "PATH",
-    );
-    opts.optopt(
-        "",
-        "tokio",
-        "the moat-tokio-proxy binary (default: next to this program)",
-        "PATH",
-    );
-    opts.optflag(
-        "",
-        "install-peers",
-        "apt-get install stunnel4 and haproxy first",
-    );
-    opts.optopt(
-        "",
-        "quiet-wait",
-        "before each run, wait up to this long for other load to end (default 120s; 0: never)",
-        "DUR",
-    );
-    opts.optflag("h", "help", "print this help");
-    opts
-}
-
-fn parse(argv: &[String]) -> Result<Option<Options>> {
-    let spec = options_spec();
-    let m = spec.parse(argv).map_err(|e| e.to_string())?;
-    if m.opt_present("help") {
-        println!("{}", spec.usage(&usage()));
-        return Ok(None);
-    }
-    let quick = m.opt_present("quick");
-    let number = |name: &str, default: usize| -> Result<usize> {
-        m.opt_str(name).map_or(Ok(default), |v| {
-            v.parse()
-                .map_err(|_| format!("--{name}: `{v}` is not a whole number"))
-        })
-    };
-    let seconds = |name: &str, default: f64| -> Result<Duration> {
-        m.opt_str(name)
-            .map_or(Ok(Duration::from_secs_f64(default)), |v| {
-                parse_duration(&v).map_err(|e| format!("--{name}: {e}"))
-            })
-    };
-    let concurrency = number("concurrency", scenario::HANDSHAKE_CONCURRENCY)?.max(1);
-    let all = scenario::all(concurrency);
-    let flood = scenario::flood(concurrency);
-    let scenarios = match m.opt_str("scenarios") {
-        Some(list) => list
-            .split(',')
-            .map(|name| {
-                all.iter()
-                    .chain(&flood)
-                    .find(|s| s.name == name.trim())
-                    .cloned()
-                    .ok_or_else(|| format!("unknown scenario `{name}`\n{}", usage()))
-            })
-            .collect::<Result<Vec<_>>>()?,
-        None if m.opt_present("flood") => flood,
-        None if quick => all
-            .iter()
-            .filter(|s| scenario::QUICK.contains(&s.name))
-            .cloned()
-            .collect(),
-        None => all,
-    };
-    let (targets, targets_explicit) = match m.opt_str("targets") {
-        Some(list) => (
-            list.split(',')
-                .map(|t| Kind::parse(t.trim()))
-                .collect::<Result<Vec<_>>>()?,
-            true,
-        ),
-        None if quick => (vec![Kind::Moat, Kind::Tokio], false),
-        None => (Kind::ALL.to_vec(), false),
-    };
-    let default_out = if PathBuf::from("benches").is_dir() {
-        PathBuf::from("benches/results")
-    } else {
-        PathBuf::from("moat-bench-results")
-    };
-    Ok(Some(Options {
-        scenarios,
-        targets,
-        targets_explicit,
-        warmup: seconds("warmup", if quick { 0.3 } else { 0.5 })?,
-        duration: seconds("duration", if quick { 1.0 } else { 3.0 })?,
-        rounds: number("rounds", if quick { 1 } else { 3 })?.max(1),
-        out: m.opt_str("out").map_or(default_out, PathBuf::from),
-        moat: m.opt_str("moat").map(PathBuf::from),
-        tokio: m.opt_str("tokio").map(PathBuf::from),
-        install_peers: m.opt_present("install-peers"),
-        quiet_wait: seconds("quiet-wait", 120.0)?,
-    }))
-}
+use crate::tls::ClientProfile;
+use crate::Result;
 
 /// `moat-bench run`.
 pub fn run(argv: &[String]) -> Result<()> {
@@ -239,6 +59,10 @@ pub fn run(argv: &[String]) -> Result<()> {
         .map(|t| (t.kind.name(), t.program.clone()))
         .collect();
     let machine = procs::machine_description(&peers);
+    let machine: Vec<String> = machine
+        .into_iter()
+        .chain(targets.iter().filter_map(|t| command_line(&options, t)))
+        .collect();
     for line in &machine {
         println!("{line}");
     }
@@ -257,7 +81,7 @@ fn measure_all(
         .scenarios
         .iter()
         .map(|s| {
-            let rounds = if s.tunnels > 0 { 1 } else { options.rounds };
+            let rounds = if s.one_round() { 1 } else { options.rounds };
             rounds
                 * targets
                     .iter()
@@ -271,8 +95,7 @@ fn measure_all(
     for scenario in &options.scenarios {
         let mut runs: Vec<(Kind, Vec<Measured>, Option<String>)> =
             targets.iter().map(|t| (t.kind, Vec::new(), None)).collect();
-        // Memory per tunnel barely moves between runs; one round of it is enough.
-        let rounds = if scenario.tunnels > 0 {
+        let rounds = if scenario.one_round() {
             1
         } else {
             options.rounds
@@ -307,7 +130,7 @@ fn measure_all(
                         runs[index].1.push(m);
                     }
                     Err(e) => {
-                        eprintln!("failed: {}", e.lines().next().unwrap_or(""));
+                        eprintln!("failed: {}", report::error_summary(&e));
                         runs[index].2 = Some(e);
                     }
                 }
@@ -423,6 +246,9 @@ fn run_one(
     if scenario.resume {
         args.push("--resume".into());
     }
+    if scenario.profile != ClientProfile::Default {
+        args.extend(["--profile".into(), scenario.profile.name().into()]);
+    }
     if scenario.tunnels > 0 {
         args.extend(["--tunnels".into(), scenario.tunnels.to_string()]);
     }
@@ -482,44 +308,6 @@ fn wait_for_quiet(limit: Duration) -> Result<()> {
     }
 }
 
-/// Finds each requested target's program; skips absent ones unless they were named.
-fn resolve_targets(options: &Options) -> Result<Vec<Target>> {
-    let here = procs::self_exe()?;
-    let sibling = |name: &str| here.with_file_name(name);
-    let mut found = Vec::new();
-    for &kind in &options.targets {
-        let (program, hint) = match kind {
-            Kind::Moat => (
-                Some(options.moat.clone().unwrap_or_else(|| sibling("moat"))),
-                "build it with `cargo build --release -p moat` into the same target directory, or pass --moat PATH",
-            ),
-            Kind::Tokio => (
-                Some(options.tokio.clone().unwrap_or_else(|| sibling("moat-tokio-proxy"))),
-                "build it with `cargo build --release -p moat-bench`, or pass --tokio PATH",
-            ),
-            Kind::Stunnel => (
-                targets::find_program(&["stunnel4", "stunnel"]),
-                "install it with --install-peers (apt-get install stunnel4)",
-            ),
-            Kind::Haproxy => (
-                targets::find_program(&["haproxy"]),
-                "install it with --install-peers (apt-get install haproxy)",
-            ),
-        };
-        match program.filter(|p| p.is_file()) {
-            Some(program) => found.push(Target { kind, program }),
-            None if options.targets_explicit => {
-                return Err(format!("target {} not found: {hint}", kind.name()))
-            }
-            None => eprintln!("moat-bench: skipping {}: not found ({hint})", kind.name()),
-        }
-    }
-    if found.is_empty() {
-        return Err("no target to measure".into());
-    }
-    Ok(found)
-}
-
 /// `apt-get install -y stunnel4 haproxy` (after an update of the package lists).
 fn install_peers() -> Result<()> {
     for args in [
@@ -553,7 +341,11 @@ fn write_results(options: &Options, rows: &[Row], machine: &[String]) -> Result<
     md.push_str(&report::markdown_table(rows));
     md.push_str("\n## Scenarios\n\n");
     for s in &options.scenarios {
-        md.push_str(&format!("- `{}`: {}\n", s.name, s.what));
+        md.push_str(&format!("- `{}`: {}", s.name, s.what));
+        if s.profile != ClientProfile::Default {
+            md.push_str(&format!(" (client offers {})", s.profile.offer()));
+        }
+        md.push('\n');
     }
     md.push_str(
         "\n`target CPU` is the target process's user + system time over the window (from \

@@ -1,7 +1,7 @@
 //! The results table: one row per (scenario, target), printed as text and written as
 //! markdown.
 
-use super::scenario::{FigureKind, Measured, Scenario};
+use super::scenario::{FigureKind, Measured, Pairing, Scenario};
 use super::targets::Kind;
 
 /// Above this share a CPU (or the target process) counts as saturated.
@@ -9,9 +9,6 @@ const SATURATED_PCT: f64 = 90.0;
 
 /// Load from processes outside the benchmark worth calling out, in percent of a CPU.
 pub const FOREIGN_LOAD_PCT: f64 = 5.0;
-
-/// What every handshake should negotiate; anything else is called out in the notes.
-const EXPECTED_NEGOTIATION: &str = "TLS13_AES_256_GCM_SHA384/X25519";
 
 /// One measured (scenario, target) pair.
 #[derive(Debug, Clone)]
@@ -61,7 +58,36 @@ impl Row {
         }
     }
 
-    fn notes(&self, m: &Measured) -> String {
+    /// The median run of the same target in the scenario called `name`, if it ran.
+    fn sibling<'a>(&self, rows: &'a [Row], name: &str) -> Option<&'a Measured> {
+        rows.iter()
+            .find(|r| r.scenario.name == name && r.target == self.target)
+            .and_then(|r| r.measured.as_ref())
+    }
+
+    /// This row's figure read against its paired scenario's, same target, same run.
+    fn pairing_note(&self, m: &Measured, rows: &[Row]) -> Option<String> {
+        let pairing = self.scenario.pairing?;
+        let other_name = pairing.with();
+        let Some(other) = self.sibling(rows, other_name) else {
+            return Some(format!("run {other_name} too for the ratio"));
+        };
+        let ratio = pairing.ratio(m, other)?;
+        Some(match pairing {
+            Pairing::CostPerHandshake(_) => format!(
+                "target CPU per handshake {ratio:.2}× {other_name}'s ({:.0} vs {:.0} µs)",
+                per_handshake_us(m),
+                per_handshake_us(other)
+            ),
+            Pairing::P99(_) => format!(
+                "p99 {ratio:.2}× {other_name}'s ({:.0} vs {:.0} µs)",
+                m.num("p99_us"),
+                other.num("p99_us")
+            ),
+        })
+    }
+
+    fn notes(&self, m: &Measured, rows: &[Row]) -> String {
         let mut notes = Vec::new();
         if self.scenario.resume {
             let ops = m.num("ops");
@@ -82,9 +108,11 @@ impl Row {
         }
         match self.kind() {
             FigureKind::P99Stretch => notes.push(fairness_notes(m)),
+            FigureKind::P99BesideIdle => notes.push(beside_idle_notes(m)),
             FigureKind::PctOfUnloaded => notes.push(flood_notes(m)),
             _ => {}
         }
+        notes.extend(self.pairing_note(m, rows));
         if self.kind() == FigureKind::MemoryPerTunnel {
             notes.push(format!(
                 "{} alive of {}, RSS {:.1} → {:.1} MiB, CPU while idle {:.1}%",
@@ -101,10 +129,6 @@ impl Row {
                 "other processes used {other:.0}% of a CPU meanwhile"
             ));
         }
-        match m.text("negotiated") {
-            Some(n) if n != EXPECTED_NEGOTIATION => notes.push(format!("negotiated {n}")),
-            _ => {}
-        }
         if m.num("errors") > 0.0 {
             notes.push(format!(
                 "{} errors (first: {})",
@@ -114,6 +138,68 @@ impl Row {
         }
         notes.join("; ")
     }
+}
+
+/// An error in one line: its first line, and when the log's tail follows it (`... its log
+/// says:`), the tail's last line, which is usually the target's own complaint.
+pub fn error_summary(error: &str) -> String {
+    let mut lines = error.lines().map(str::trim).filter(|l| !l.is_empty());
+    let first = lines.next().unwrap_or("");
+    match lines.next_back() {
+        Some(last) if first.ends_with(':') => format!("{first} {last}"),
+        _ => first.to_string(),
+    }
+}
+
+/// The target's CPU time per handshake in µs: the inverse of the per-CPU figure.
+fn per_handshake_us(m: &Measured) -> f64 {
+    let per_cpu = m.per_cpu(FigureKind::Handshakes);
+    if per_cpu > 0.0 {
+        1e6 / per_cpu
+    } else {
+        0.0
+    }
+}
+
+/// What the handshakes negotiated, for the table: `AES_256_GCM_SHA384 X25519`, with the
+/// number of handshakes that negotiated something else when there were any.
+fn negotiated(m: &Measured) -> String {
+    let Some(first) = m.text("negotiated") else {
+        return "-".to_string();
+    };
+    let mut text = first.replace('/', " ");
+    let others = m.num("negotiated_other");
+    if others > 0.0 {
+        text.push_str(&format!(" (+{others:.0} other)"));
+    }
+    text
+}
+
+/// Latency without and beside the idle tunnels, and how the tunnels fared.
+fn beside_idle_notes(m: &Measured) -> String {
+    let rate = |ops: f64, secs: f64| if secs > 0.0 { ops / secs } else { 0.0 };
+    let mut text = format!(
+        "p50/p99/p99.9 {:.0}/{:.0}/{:.0} µs alone → {:.0}/{:.0}/{:.0} µs beside {} idle \
+         tunnels; {} → {} req/s; {} of them alive at the end, opened in {:.1} s; RSS {:.1} → \
+         {:.1} MiB",
+        m.num("base_p50_us"),
+        m.num("base_p99_us"),
+        m.num("base_p999_us"),
+        m.num("p50_us"),
+        m.num("p99_us"),
+        m.num("p999_us"),
+        m.num("tunnels"),
+        fmt_num(rate(m.num("base_ops"), m.num("base_secs"))),
+        fmt_num(rate(m.num("ops"), m.num("secs"))),
+        m.num("alive"),
+        m.num("open_secs"),
+        m.num("rss_base_kib") / 1024.0,
+        m.num("rss_kib") / 1024.0,
+    );
+    if m.num("open_errors") > 0.0 {
+        text.push_str(&format!("; {} failed to open", m.num("open_errors")));
+    }
+    text
 }
 
 /// Latency alone and beside the bulk stream, and what the bulk stream moved.
@@ -209,68 +295,54 @@ pub fn fmt_num(v: f64) -> String {
     }
 }
 
-/// The table's header and cells, shared by the text and markdown forms.
+/// The table's header and cells, shared by the text and markdown forms. A `vs moat-base`
+/// column comes after `vs tokio` when a second moat binary was measured.
 pub fn cells(rows: &[Row]) -> (Vec<&'static str>, Vec<Vec<String>>) {
-    let header = vec![
+    let with_base = rows.iter().any(|r| r.target == Kind::MoatBase);
+    let mut header = vec![
         "scenario",
         "target",
         "figure",
         "target CPU",
         "per target-CPU-s",
         "vs tokio",
-        "CPU0/CPU1 busy (irq)",
-        "bound",
-        "notes",
     ];
+    if with_base {
+        header.push("vs moat-base");
+    }
+    header.extend(["CPU0/CPU1 busy (irq)", "bound", "negotiated", "notes"]);
     let body = rows
         .iter()
         .map(|row| {
             let kind = row.kind();
             let Some(m) = &row.measured else {
                 let what = if row.skipped() { "n/a" } else { "failed" };
-                return vec![
+                let mut line = vec![
                     row.scenario.name.to_string(),
                     row.target.name().to_string(),
                     what.to_string(),
-                    String::new(),
-                    String::new(),
-                    String::new(),
-                    String::new(),
-                    String::new(),
-                    row.error
-                        .as_deref()
-                        .and_then(|e| e.lines().next())
-                        .unwrap_or("")
-                        .to_string(),
                 ];
-            };
-            let tokio = rows
-                .iter()
-                .find(|r| r.scenario.name == row.scenario.name && r.target == Kind::Tokio)
-                .and_then(Row::per_cpu);
-            let versus = match (row.per_cpu(), tokio) {
-                (Some(x), Some(t)) if t > 0.0 => {
-                    let note = if kind.lower_is_better() {
-                        " (lower is better)"
-                    } else {
-                        ""
-                    };
-                    format!("{:.2}×{note}", x / t)
-                }
-                _ => "-".to_string(),
+                line.resize(header.len() - 1, String::new());
+                line.push(row.error.as_deref().map_or(String::new(), error_summary));
+                return line;
             };
             let per_cpu = if kind.is_ratio() {
                 "-".to_string()
             } else {
                 format!("{} {}", fmt_num(m.per_cpu(kind)), kind.per_cpu_unit())
             };
-            vec![
+            let mut line = vec![
                 row.scenario.name.to_string(),
                 row.target.name().to_string(),
                 format!("{} {}", fmt_num(m.figure(kind)), kind.unit()),
                 format!("{:.0}%", m.target_cpu_pct()),
                 per_cpu,
-                versus,
+                versus(row, rows, Kind::Tokio),
+            ];
+            if with_base {
+                line.push(versus(row, rows, Kind::MoatBase));
+            }
+            line.extend([
                 format!(
                     "{:.0}/{:.0}% ({:.0}/{:.0}%)",
                     m.cpu_busy_pct(0),
@@ -279,11 +351,33 @@ pub fn cells(rows: &[Row]) -> (Vec<&'static str>, Vec<Vec<String>>) {
                     m.cpu_irq_pct(1)
                 ),
                 row.bound(m).to_string(),
-                row.notes(m),
-            ]
+                negotiated(m),
+                row.notes(m, rows),
+            ]);
+            line
         })
         .collect();
     (header, body)
+}
+
+/// A row's per-CPU figure over the `other` target's in the same scenario: `1.03×`, or `-`
+/// when either figure is missing.
+fn versus(row: &Row, rows: &[Row], other: Kind) -> String {
+    let theirs = rows
+        .iter()
+        .find(|r| r.scenario.name == row.scenario.name && r.target == other)
+        .and_then(Row::per_cpu);
+    match (row.per_cpu(), theirs) {
+        (Some(x), Some(t)) if t > 0.0 => {
+            let note = if row.kind().lower_is_better() {
+                " (lower is better)"
+            } else {
+                ""
+            };
+            format!("{:.2}×{note}", x / t)
+        }
+        _ => "-".to_string(),
+    }
 }
 
 /// The table as aligned plain text.
@@ -331,4 +425,72 @@ pub fn markdown_table(rows: &[Row]) -> String {
         out.push_str(&format!("| {} |\n", escaped.join(" | ")));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::driver::scenario;
+
+    fn row(name: &str, target: Kind, result: &str) -> Row {
+        let scenario = scenario::all(scenario::HANDSHAKE_CONCURRENCY)
+            .into_iter()
+            .find(|s| s.name == name)
+            .unwrap();
+        Row {
+            scenario,
+            target,
+            measured: Measured::parse(result),
+            error: None,
+        }
+    }
+
+    #[test]
+    fn negotiated_column_pairing_and_baseline() {
+        let rows = [
+            row(
+                "handshake-mlkem",
+                Kind::Moat,
+                "RESULT secs=1 ops=4000 target_cpu=1 negotiated=AES_256_GCM_SHA384/X25519MLKEM768 negotiated_other=0",
+            ),
+            row(
+                "handshake-mlkem",
+                Kind::MoatBase,
+                "RESULT secs=1 ops=2000 target_cpu=1 negotiated=AES_256_GCM_SHA384/X25519 negotiated_other=3",
+            ),
+            row(
+                "handshake-x25519",
+                Kind::Moat,
+                "RESULT secs=1 ops=5000 target_cpu=1 negotiated=AES_256_GCM_SHA384/X25519",
+            ),
+        ];
+        let (header, body) = cells(&rows);
+        let column = |name: &str| header.iter().position(|h| *h == name).unwrap();
+        assert_eq!(
+            body[0][column("negotiated")],
+            "AES_256_GCM_SHA384 X25519MLKEM768"
+        );
+        assert_eq!(
+            body[1][column("negotiated")],
+            "AES_256_GCM_SHA384 X25519 (+3 other)"
+        );
+        assert_eq!(body[0][column("vs moat-base")], "2.00×");
+        let notes = &body[0][column("notes")];
+        assert!(
+            notes.contains("target CPU per handshake 1.25× handshake-x25519's (250 vs 200 µs)"),
+            "{notes}"
+        );
+        assert_eq!(
+            error_summary(
+                "moat did not start: it exited (exit status: 2); its log says:\n\
+                 moat: unknown flag --workers (see moat --help) (target log: x.log)"
+            ),
+            "moat did not start: it exited (exit status: 2); its log says: \
+             moat: unknown flag --workers (see moat --help) (target log: x.log)"
+        );
+        assert_eq!(error_summary("refused\nmore"), "refused");
+        // moat-base has no handshake-x25519 row of its own.
+        assert!(body[1][column("notes")].contains("run handshake-x25519 too"));
+        assert!(!cells(&rows[2..]).0.contains(&"vs moat-base"));
+    }
 }

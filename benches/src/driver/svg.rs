@@ -16,6 +16,7 @@ const GROUP_GAP: f64 = 14.0;
 fn colour(kind: Kind) -> &'static str {
     match kind {
         Kind::Moat => "#c0392b",
+        Kind::MoatBase => "#e6a299",
         Kind::Tokio => "#2874a6",
         Kind::Stunnel => "#7f8c8d",
         Kind::Haproxy => "#27ae60",

@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 use crate::certs::CertFiles;
 use crate::Result;
 
-/// The CPU every target runs on; the generator and backend get the other one.
+/// The CPU every target runs on unless `--target-cpus` says otherwise; the generator and
+/// backend get the other one.
 pub const TARGET_CPU: &str = "0";
 /// How long a target may take to start listening.
 const START_TIMEOUT: Duration = Duration::from_secs(15);
@@ -22,17 +23,29 @@ pub const MAX_TUNNELS: usize = 9500;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
     Moat,
+    /// A second moat binary (`--moat-baseline`), measured beside the first.
+    MoatBase,
     Tokio,
     Stunnel,
     Haproxy,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 4] = [Kind::Moat, Kind::Tokio, Kind::Stunnel, Kind::Haproxy];
+    /// The targets a run measures when `--targets` does not say (`moat-base` only comes
+    /// with `--moat-baseline`).
+    pub const DEFAULT: [Kind; 4] = [Kind::Moat, Kind::Tokio, Kind::Stunnel, Kind::Haproxy];
+    const ALL: [Kind; 5] = [
+        Kind::Moat,
+        Kind::MoatBase,
+        Kind::Tokio,
+        Kind::Stunnel,
+        Kind::Haproxy,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
             Kind::Moat => "moat",
+            Kind::MoatBase => "moat-base",
             Kind::Tokio => "tokio",
             Kind::Stunnel => "stunnel",
             Kind::Haproxy => "haproxy",
@@ -43,15 +56,27 @@ impl Kind {
         Kind::ALL
             .into_iter()
             .find(|k| k.name() == text)
-            .ok_or_else(|| format!("unknown target `{text}` (moat, tokio, stunnel, haproxy)"))
+            .ok_or_else(|| {
+                format!("unknown target `{text}` (moat, moat-base, tokio, stunnel, haproxy)")
+            })
+    }
+
+    /// Either moat binary: both take moat's flags and print its `stats:` line.
+    pub fn is_moat(self) -> bool {
+        matches!(self, Kind::Moat | Kind::MoatBase)
     }
 }
 
-/// A target that can be started: its kind and its executable.
+/// A target that can be started: its kind, its executable, and flags of its own.
 #[derive(Debug, Clone)]
 pub struct Target {
     pub kind: Kind,
     pub program: PathBuf,
+    /// Flags added to the driver's own (`--moat-args`, `--moat-baseline-args`); each one
+    /// replaces a driver flag of the same name.
+    pub extra_args: Vec<String>,
+    /// The CPUs it is pinned to, as `taskset -c` takes them.
+    pub cpus: String,
 }
 
 /// What one start of a target needs to know.
@@ -97,11 +122,11 @@ impl Running {
 }
 
 impl Target {
-    /// Starts the target pinned to [`TARGET_CPU`] and waits until it listens.
+    /// Starts the target pinned to its CPUs and waits until it listens.
     pub fn start(&self, launch: &Launch<'_>) -> Result<Running> {
         let log = launch.work_dir.join(format!("{}.log", launch.label));
         let (args, fixed_addr) = match self.kind {
-            Kind::Moat | Kind::Tokio => (self.tunnel_args(launch), None),
+            Kind::Moat | Kind::MoatBase | Kind::Tokio => (self.tunnel_args(launch), None),
             Kind::Stunnel => {
                 let addr = free_port()?;
                 let conf = launch.work_dir.join(format!("{}.conf", launch.label));
@@ -123,7 +148,7 @@ impl Target {
             .map_err(|e| format!("cannot share {}: {e}", log.display()))?;
         let mut child = Command::new("taskset")
             .arg("-c")
-            .arg(TARGET_CPU)
+            .arg(&self.cpus)
             .arg(&self.program)
             .args(&args)
             .stdin(Stdio::null())
@@ -142,13 +167,11 @@ impl Target {
         Ok(Running { child, addr, log })
     }
 
-    /// `moat server` flags; the tokio baseline takes the same ones it shares with moat.
+    /// `moat server` flags; the tokio baseline takes the same ones it shares with moat. The
+    /// target's extra flags come last, in place of any driver flag of the same name.
     fn tunnel_args(&self, launch: &Launch<'_>) -> Vec<String> {
         let c = launch.certs;
         let mut args = Vec::new();
-        if self.kind == Kind::Moat {
-            args.push("server".to_string());
-        }
         for (flag, value) in [
             ("--listen", "127.0.0.1:0".to_string()),
             ("--target", launch.backend.to_string()),
@@ -164,7 +187,7 @@ impl Target {
         } else {
             args.push("--no-client-auth".into());
         }
-        if self.kind == Kind::Moat {
+        if self.kind.is_moat() {
             for (flag, value) in [
                 ("--max-conns", MAX_TUNNELS.to_string()),
                 ("--log-level", "info".to_string()),
@@ -179,8 +202,42 @@ impl Target {
         if let Some(timeout) = launch.limits.handshake_timeout {
             args.extend(["--handshake-timeout".to_string(), timeout.to_string()]);
         }
+        let mut args = with_extra_args(args, &self.extra_args);
+        if self.kind.is_moat() {
+            args.insert(0, "server".to_string());
+        }
         args
     }
+}
+
+/// `base` (flags, each followed by its value unless the next word is another flag) with
+/// every flag that `extra` names left out, then `extra`: getopts refuses a flag given twice,
+/// so a flag passed with `--moat-args` replaces the driver's rather than repeating it.
+pub fn with_extra_args(base: Vec<String>, extra: &[String]) -> Vec<String> {
+    let named = |word: &str| {
+        extra
+            .iter()
+            .any(|e| e == word || e.split_once('=').is_some_and(|(flag, _)| flag == word))
+    };
+    let mut out = Vec::with_capacity(base.len() + extra.len());
+    let mut words = base.into_iter().peekable();
+    while let Some(word) = words.next() {
+        let has_value = words.peek().is_some_and(|next| !next.starts_with("--"));
+        if word.starts_with("--") && named(&word) {
+            if has_value {
+                words.next();
+            }
+            continue;
+        }
+        out.push(word);
+    }
+    out.extend(extra.iter().cloned());
+    out
+}
+
+/// Splits `--moat-args` text into words at whitespace (no quoting: moat's flags need none).
+pub fn split_args(text: &str) -> Vec<String> {
+    text.split_whitespace().map(str::to_string).collect()
 }
 
 /// Waits until the target listens: either its stderr names the address (`listening on
@@ -309,6 +366,57 @@ pub fn find_program(names: &[&str]) -> Option<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn words(text: &str) -> Vec<String> {
+        split_args(text)
+    }
+
+    #[test]
+    fn extra_args_replace_the_drivers_flags() {
+        let base = words("--listen 127.0.0.1:0 --no-client-auth --max-conns 9500 --log-level info");
+        assert_eq!(
+            with_extra_args(base.clone(), &words("--workers 2")),
+            words("--listen 127.0.0.1:0 --no-client-auth --max-conns 9500 --log-level info --workers 2")
+        );
+        assert_eq!(
+            with_extra_args(base.clone(), &words("--max-conns 5000 --log-level=warn")),
+            words("--listen 127.0.0.1:0 --no-client-auth --max-conns 5000 --log-level=warn")
+        );
+        assert_eq!(
+            with_extra_args(base.clone(), &words("--no-client-auth")),
+            words("--listen 127.0.0.1:0 --max-conns 9500 --log-level info --no-client-auth")
+        );
+        assert_eq!(with_extra_args(base.clone(), &[]), base);
+        assert_eq!(words("  --workers   2 "), ["--workers", "2"]);
+        assert!(words("").is_empty());
+    }
+
+    #[test]
+    fn moat_gets_its_subcommand_first() {
+        let dir = std::env::temp_dir().join(format!("moat-bench-args-{}", std::process::id()));
+        let certs = CertFiles::in_dir(&dir);
+        let launch = Launch {
+            certs: &certs,
+            backend: "127.0.0.1:9".parse().unwrap(),
+            mtls: false,
+            work_dir: &dir,
+            label: "t",
+            limits: Default::default(),
+        };
+        let target = |kind, extra: &str| Target {
+            kind,
+            program: PathBuf::from("x"),
+            extra_args: words(extra),
+            cpus: TARGET_CPU.into(),
+        };
+        let moat = target(Kind::MoatBase, "--workers 2 --max-conns 100").tunnel_args(&launch);
+        assert_eq!(moat[0], "server");
+        assert_eq!(moat.iter().filter(|w| *w == "--max-conns").count(), 1);
+        assert_eq!(moat[moat.len() - 4..], words("--workers 2 --max-conns 100"));
+        let tokio = target(Kind::Tokio, "").tunnel_args(&launch);
+        assert_eq!(tokio[0], "--listen");
+        assert!(!tokio.contains(&"--max-conns".to_string()));
+    }
 
     #[test]
     fn finds_the_listening_address() {

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::rr::{put_percentiles, RrTasks};
+use super::rr::{put_base_window, put_percentiles, RrTasks};
 use super::{measure, Args, Client, Counters, Report};
 use crate::backend::{MUX_ECHO, MUX_SOURCE};
 use crate::Result;
@@ -50,17 +50,7 @@ pub async fn run(args: &Args, client: Client) -> Result<Report> {
 
     let mut report = Report::from_window(&beside, &counters);
     report.put("connections", args.concurrency);
-    report.put("base_ops", alone.ops);
-    report.put("base_secs", format!("{:.3}", alone.secs));
-    let (a, b) = (&alone.cpu_start, &alone.cpu_end);
-    report.put(
-        "base_target_cpu",
-        format!("{:.3}", (b.target - a.target).as_secs_f64()),
-    );
-    for (i, (end, start)) in b.cpus.iter().zip(&a.cpus).enumerate().take(2) {
-        let key = ["base_cpu0_busy", "base_cpu1_busy"][i];
-        report.put(key, format!("{:.1}", end.busy_pct_since(start)));
-    }
+    put_base_window(&mut report, &alone);
     put_percentiles(&mut report, &latencies[1], false);
     put_percentiles(&mut report, &latencies[0], true);
     Ok(report)

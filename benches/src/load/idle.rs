@@ -9,6 +9,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
 
 use super::handshake::{echo_check, PING};
 use super::{Args, Client, Counters, Report, Window};
@@ -33,35 +35,8 @@ pub async fn run(args: &Args, client: Client) -> Result<Report> {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let base_kib = rss_kib(args.target_pid)?;
 
-    // Open the tunnels from `concurrency` tasks, each opening its share in turn.
     let opening = Instant::now();
-    let mut tasks = Vec::new();
-    for i in 0..args.concurrency {
-        let share =
-            args.tunnels / args.concurrency + usize::from(i < args.tunnels % args.concurrency);
-        let client = client.clone();
-        let counters = counters.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut held = Vec::with_capacity(share);
-            for _ in 0..share {
-                match client.connect().await {
-                    Ok(mut tls) => match echo_check(&mut tls, PING).await {
-                        Ok(()) => held.push(tls),
-                        Err(e) => counters.error("echo", e),
-                    },
-                    Err(e) => counters.error("connect", e),
-                }
-            }
-            held
-        }));
-    }
-    let mut held = Vec::with_capacity(args.tunnels);
-    for task in tasks {
-        held.extend(
-            task.await
-                .map_err(|e| format!("an opening task failed: {e}"))?,
-        );
-    }
+    let mut held = open_tunnels(&client, &counters, args.tunnels, args.concurrency).await?;
     let open_secs = opening.elapsed().as_secs_f64();
 
     // Let the target settle, then sample while nothing happens.
@@ -80,12 +55,7 @@ pub async fn run(args: &Args, client: Client) -> Result<Report> {
     let median_kib = samples[samples.len() / 2];
     let max_kib = samples[samples.len() - 1];
 
-    let mut alive = 0usize;
-    for tls in held.iter_mut() {
-        if echo_check(tls, PING).await.is_ok() {
-            alive += 1;
-        }
-    }
+    let alive = count_alive(&mut held).await;
 
     let window = Window {
         secs,
@@ -110,4 +80,57 @@ pub async fn run(args: &Args, client: Client) -> Result<Report> {
     report.put("rss_max_kib", max_kib);
     report.put("bytes_per_tunnel", format!("{per_tunnel:.0}"));
     Ok(report)
+}
+
+/// Opens `tunnels` tunnels from `tasks` tasks, each opening its share in turn, and
+/// echo-checks each one. Failures are counted in `counters`; the tunnels that work are held.
+pub async fn open_tunnels(
+    client: &Client,
+    counters: &Arc<Counters>,
+    tunnels: usize,
+    tasks: usize,
+) -> Result<Vec<TlsStream<TcpStream>>> {
+    let tasks = tasks.max(1);
+    let mut handles = Vec::new();
+    for i in 0..tasks {
+        let share = tunnels / tasks + usize::from(i < tunnels % tasks);
+        let client = client.clone();
+        let counters = counters.clone();
+        handles.push(tokio::spawn(async move {
+            let mut held = Vec::with_capacity(share);
+            for _ in 0..share {
+                match client.connect().await {
+                    Ok(mut tls) => {
+                        counters.note_negotiated(tls.get_ref().1);
+                        match echo_check(&mut tls, PING).await {
+                            Ok(()) => held.push(tls),
+                            Err(e) => counters.error("echo", e),
+                        }
+                    }
+                    Err(e) => counters.error("connect", e),
+                }
+            }
+            held
+        }));
+    }
+    let mut held = Vec::with_capacity(tunnels);
+    for handle in handles {
+        held.extend(
+            handle
+                .await
+                .map_err(|e| format!("an opening task failed: {e}"))?,
+        );
+    }
+    Ok(held)
+}
+
+/// How many of the held tunnels still echo.
+pub async fn count_alive(held: &mut [TlsStream<TcpStream>]) -> usize {
+    let mut alive = 0;
+    for tls in held.iter_mut() {
+        if echo_check(tls, PING).await.is_ok() {
+            alive += 1;
+        }
+    }
+    alive
 }

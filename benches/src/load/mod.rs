@@ -17,6 +17,7 @@ pub mod flood;
 mod handshake;
 mod idle;
 mod rr;
+mod rr_idle;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -30,7 +31,7 @@ use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 
 use crate::procfs::CpuSample;
-use crate::tls::{self, ResumeMode};
+use crate::tls::{self, ClientProfile, ResumeMode};
 use crate::{parse_duration, Result};
 
 /// What the generator does.
@@ -46,6 +47,8 @@ pub enum Mode {
     Idle,
     /// `concurrency` connections ping-ponging `size`-byte messages.
     RequestResponse,
+    /// Request/response alone, then beside `tunnels` idle tunnels held open.
+    RequestResponseBesideIdle,
     /// Request/response alone, then beside one bulk download (mux backend).
     Fairness,
     /// Attackers (see [`flood`]): connections that never finish a handshake.
@@ -59,12 +62,13 @@ pub enum Mode {
 }
 
 impl Mode {
-    const NAMES: [&'static str; 10] = [
+    const NAMES: [&'static str; 11] = [
         "handshake",
         "upload",
         "download",
         "idle",
         "rr",
+        "rr-idle",
         "fairness",
         "slowloris",
         "storm",
@@ -79,6 +83,7 @@ impl Mode {
             "download" => Mode::Download,
             "idle" => Mode::Idle,
             "rr" => Mode::RequestResponse,
+            "rr-idle" => Mode::RequestResponseBesideIdle,
             "fairness" => Mode::Fairness,
             "slowloris" => Mode::Slowloris,
             "storm" => Mode::Storm,
@@ -102,6 +107,8 @@ pub struct Args {
     pub ca: PathBuf,
     pub client_auth: Option<(PathBuf, PathBuf)>,
     pub resume: ResumeMode,
+    /// The suites and groups the client offers.
+    pub profile: ClientProfile,
     pub concurrency: usize,
     pub tunnels: usize,
     pub size: usize,
@@ -113,6 +120,9 @@ pub struct Args {
     pub source_ip: Option<std::net::IpAddr>,
     /// The target's handshake timeout, against which attackers' lifetimes are checked.
     pub cut_after: Option<Duration>,
+    /// Bulk: write or check the backend's [`crate::backend::Stream`] (it needs `--verify`
+    /// too); request/response: number each request and check every echo.
+    pub verify: bool,
 }
 
 /// Parses `moat-bench load` options.
@@ -129,8 +139,24 @@ pub fn parse_args(argv: &[String]) -> Result<Args> {
     opts.optopt("", "cert", "client certificate (mutual TLS)", "FILE");
     opts.optopt("", "key", "client key (mutual TLS)", "FILE");
     opts.optflag("", "resume", "resume sessions from a deep ticket pool");
+    opts.optopt(
+        "",
+        "profile",
+        "suites and groups the client offers: default, openssl-order, mlkem",
+        "NAME",
+    );
+    opts.optflag(
+        "",
+        "verify",
+        "check every byte: bulk against `backend --verify`, request/response echoes",
+    );
     opts.optopt("", "concurrency", "connections or streams in parallel", "N");
-    opts.optopt("", "tunnels", "idle mode: tunnels to hold open", "N");
+    opts.optopt(
+        "",
+        "tunnels",
+        "idle and rr-idle modes: tunnels to hold open",
+        "N",
+    );
     opts.optopt("", "size", "request/response message size in bytes", "N");
     opts.optopt("", "warmup", "seconds before the measured window", "DUR");
     opts.optopt("", "duration", "seconds in the measured window", "DUR");
@@ -190,6 +216,10 @@ pub fn parse_args(argv: &[String]) -> Result<Args> {
         } else {
             ResumeMode::Off
         },
+        profile: match m.opt_str("profile") {
+            Some(name) => ClientProfile::parse(&name).map_err(|e| format!("--profile: {e}"))?,
+            None => ClientProfile::Default,
+        },
         concurrency: number("concurrency", 32)?.max(1),
         tunnels: number("tunnels", 1000)?,
         size: number("size", 64)?.max(1),
@@ -208,6 +238,7 @@ pub fn parse_args(argv: &[String]) -> Result<Args> {
             .opt_str("cut-after")
             .map(|v| parse_duration(&v).map_err(|e| format!("--cut-after: {e}")))
             .transpose()?,
+        verify: m.opt_present("verify"),
     })
 }
 
@@ -225,6 +256,7 @@ pub fn run(args: Args) -> Result<()> {
             Mode::Upload | Mode::Download => bulk::run(&args, client).await,
             Mode::Idle => idle::run(&args, client).await,
             Mode::RequestResponse => rr::run(&args, client).await,
+            Mode::RequestResponseBesideIdle => rr_idle::run(&args, client).await,
             Mode::Fairness => fairness::run(&args, client).await,
             Mode::Slowloris | Mode::Storm | Mode::Garbage | Mode::IpFlood => {
                 flood::run(&args, client).await
@@ -250,7 +282,7 @@ impl Client {
             .client_auth
             .as_ref()
             .map(|(c, k)| (c.as_path(), k.as_path()));
-        let config = tls::client_config(&args.ca, auth, args.resume)?;
+        let config = tls::client_config(&args.ca, auth, args.resume, args.profile)?;
         Ok(Client {
             connector: TlsConnector::from(Arc::new(config)),
             name: ServerName::try_from(crate::certs::SERVER_NAME)
@@ -289,8 +321,26 @@ pub struct Counters {
     pub errors: AtomicU64,
     pub stop: AtomicBool,
     first_error: Mutex<Option<String>>,
-    /// The cipher suite and key exchange of the first handshake, for the report.
-    negotiated: OnceLock<String>,
+    /// The cipher suite and key-exchange group of the first handshake, for the report.
+    negotiated: OnceLock<Negotiated>,
+    /// Handshakes that negotiated something other than the first one did.
+    negotiated_other: AtomicU64,
+}
+
+/// What one handshake negotiated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Negotiated {
+    suite: Option<rustls::CipherSuite>,
+    group: Option<rustls::NamedGroup>,
+}
+
+impl Negotiated {
+    /// `SUITE/GROUP`, one token for the `RESULT` line: `AES_256_GCM_SHA384/X25519`.
+    fn token(self) -> String {
+        let suite = self.suite.map_or("none".into(), tls::short_suite);
+        let group = self.group.map_or("none".into(), |g| format!("{g:?}"));
+        format!("{suite}/{group}").replace(char::is_whitespace, "")
+    }
 }
 
 impl Counters {
@@ -307,16 +357,15 @@ impl Counters {
         }
     }
 
-    /// Remembers what the first completed handshake negotiated.
+    /// Remembers what the first completed handshake negotiated, and counts the handshakes
+    /// that negotiated anything else.
     pub fn note_negotiated(&self, conn: &rustls::ClientConnection) {
-        if self.negotiated.get().is_none() {
-            let suite = conn
-                .negotiated_cipher_suite()
-                .map_or("none".into(), |s| format!("{:?}", s.suite()));
-            let kx = conn
-                .negotiated_key_exchange_group()
-                .map_or("none".into(), |g| format!("{:?}", g.name()));
-            let _ = self.negotiated.set(format!("{suite}/{kx}"));
+        let this = Negotiated {
+            suite: conn.negotiated_cipher_suite().map(|s| s.suite()),
+            group: conn.negotiated_key_exchange_group().map(|g| g.name()),
+        };
+        if *self.negotiated.get_or_init(|| this) != this {
+            self.negotiated_other.fetch_add(1, Ordering::Relaxed);
         }
     }
 
@@ -401,7 +450,11 @@ impl Report {
             r.put(["cpu0_irq", "cpu1_irq"][i], format!("{irq:.1}"));
         }
         if let Some(negotiated) = counters.negotiated.get() {
-            r.put("negotiated", negotiated.replace(char::is_whitespace, ""));
+            r.put("negotiated", negotiated.token());
+            r.put(
+                "negotiated_other",
+                counters.negotiated_other.load(Ordering::Relaxed),
+            );
         }
         let first = counters
             .first_error

@@ -1,6 +1,8 @@
 //! Request/response scenario: `concurrency` connections, each sending a `size`-byte message
 //! and waiting for the echo before sending the next. Reports requests per second and the
-//! latency percentiles of the requests completed inside the measured window.
+//! latency percentiles of the requests completed inside the measured window. With
+//! `--verify` each request carries its number in its first 8 bytes, and an echo that is not
+//! the request it answers is an error that ends the connection's loop.
 //!
 //! The fairness scenario reuses the same tasks for two windows (without, then with a bulk
 //! stream beside them): each task files its latencies under the window that is open.
@@ -12,7 +14,7 @@ use std::time::Instant;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::task::JoinHandle;
 
-use super::{measure, Args, Client, Counters, Report};
+use super::{measure, Args, Client, Counters, Report, Window};
 use crate::Result;
 
 /// Windows a set of request tasks can file latencies under.
@@ -41,6 +43,7 @@ impl RrTasks {
                 .connect()
                 .await
                 .map_err(|e| format!("cannot open a connection through the target: {e}"))?;
+            counters.note_negotiated(tls.get_ref().1);
             if let Some(byte) = selector {
                 tls.write_all(&[byte])
                     .await
@@ -53,14 +56,21 @@ impl RrTasks {
         for mut tls in streams {
             let counters = counters.clone();
             let phase = phase.clone();
-            let size = args.size;
+            let (size, verify) = (args.size, args.verify);
             tasks.push(tokio::spawn(async move {
-                let request = crate::backend::pattern(size);
+                let mut request = crate::backend::pattern(size);
                 let mut reply = vec![0u8; size];
+                let mut number = 0u64;
                 let mut latencies_ns: Vec<Vec<u64>> = (0..WINDOWS)
                     .map(|_| Vec::with_capacity(64 * 1024))
                     .collect();
                 while !counters.stopped() {
+                    if verify {
+                        number += 1;
+                        let tag = number.to_le_bytes();
+                        let n = tag.len().min(size);
+                        request[..n].copy_from_slice(&tag[..n]);
+                    }
                     let start = Instant::now();
                     let done = async {
                         tls.write_all(&request).await?;
@@ -68,6 +78,10 @@ impl RrTasks {
                     };
                     if let Err(e) = done.await {
                         counters.error("request", e);
+                        break;
+                    }
+                    if verify && reply != request {
+                        counters.error("request", format!("echo of request {number} differs"));
                         break;
                     }
                     counters.add(&counters.ops, 1);
@@ -126,6 +140,22 @@ pub fn put_percentiles(report: &mut Report, sorted_ns: &[u64], base: bool) {
     report.put(keys[0], sorted_ns.len());
     for (key, q) in keys[1..].iter().zip([0.50, 0.99, 0.999]) {
         report.put(key, format!("{:.1}", percentile(sorted_ns, q) / 1000.0));
+    }
+}
+
+/// Puts the figures of the window without load beside it (`base_ops`, `base_secs`,
+/// `base_target_cpu`, `base_cpu0_busy`, `base_cpu1_busy`) into the report.
+pub fn put_base_window(report: &mut Report, alone: &Window) {
+    report.put("base_ops", alone.ops);
+    report.put("base_secs", format!("{:.3}", alone.secs));
+    let (a, b) = (&alone.cpu_start, &alone.cpu_end);
+    report.put(
+        "base_target_cpu",
+        format!("{:.3}", (b.target - a.target).as_secs_f64()),
+    );
+    for (i, (end, start)) in b.cpus.iter().zip(&a.cpus).enumerate().take(2) {
+        let key = ["base_cpu0_busy", "base_cpu1_busy"][i];
+        report.put(key, format!("{:.1}", end.busy_pct_since(start)));
     }
 }
 

@@ -40,8 +40,10 @@ use super::stream::{Conn, Stream};
 use super::{Chunk, EndpointError, Eof};
 use crate::buffer::{BufferPool, Held, BUFFER_SIZE, LARGE_BUFFER_SIZE};
 
+mod describe;
 mod info;
 mod states;
+use describe::{describe_records, state_name};
 pub use info::Negotiated;
 use states::{Intent, Output, Step};
 
@@ -172,8 +174,16 @@ impl<S: Stream> TlsEnd<S> {
         }
     }
 
+    pub(super) fn socket(&self) -> &Socket<S> {
+        &self.socket
+    }
+
     pub(super) fn socket_mut(&mut self) -> &mut Socket<S> {
         &mut self.socket
+    }
+
+    pub(super) fn common(&self) -> &CommonState {
+        self.session.common()
     }
 
     pub(super) fn is_handshaking(&self) -> bool {
@@ -415,16 +425,33 @@ impl<S: Stream> TlsEnd<S> {
             plaintext_blocked,
             pool,
         };
-        let (discard, step) = match session {
+        let tag = self.socket.trace();
+        let encoded_before = out.outgoing.len();
+        let (discard, state, step) = match session {
             Session::Server(conn) => {
                 let status = conn.process_tls_records(incoming.data_mut());
-                (status.discard, out.handle(status.state, intent))
+                let state = tag.map(|_| state_name(&status.state));
+                (status.discard, state, out.handle(status.state, intent))
             }
             Session::Client(conn) => {
                 let status = conn.process_tls_records(incoming.data_mut());
-                (status.discard, out.handle(status.state, intent))
+                let state = tag.map(|_| state_name(&status.state));
+                (status.discard, state, out.handle(status.state, intent))
             }
         };
+        if let (Some(tag), Some(state)) = (tag, state) {
+            let taken = incoming.data().get(..discard).unwrap_or_default();
+            let encoded = out
+                .outgoing
+                .data()
+                .get(encoded_before..)
+                .unwrap_or_default();
+            tag.line(format_args!(
+                "tls: {state}{}{}",
+                describe_records(" took", taken),
+                describe_records(" wrote", encoded)
+            ));
+        }
         incoming.consume(discard, pool);
         match step {
             Ok(Step::Rest) if discard > 0 => Ok(Step::Next),

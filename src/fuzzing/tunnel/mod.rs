@@ -407,23 +407,25 @@ impl World {
         Ok(moved || ran)
     }
 
-    /// Closes moat's ends as `Tunnel::close` does for `reason`: an abort on one side
-    /// reaches a plain peer on the other as a reset, and a TLS end that sent a fatal alert
-    /// lingers.
+    /// Closes moat's ends as `Tunnel::close` does for `reason`: a peer whose incoming
+    /// stream did not end at its source is aborted (a reset towards a plain peer, no
+    /// `close_notify` towards a TLS one), and a TLS end that sent a fatal alert lingers.
     fn end(&mut self, reason: EndReason) {
         let tls_side = self.tls_side();
         if let Moat::Open {
-            tls_end, plain_end, ..
+            tls_end,
+            plain_end,
+            relay,
         } = std::mem::replace(&mut self.moat, Moat::Ended)
         {
-            let (aborted_by, alerted) = (reason.aborted_by(), reason.alerted());
+            let alerted = reason.alerted();
             let plain_side = match tls_side {
                 Side::Client => Side::Target,
                 Side::Target => Side::Client,
             };
             for (side, end) in [(tls_side, Some(tls_end)), (plain_side, plain_end)] {
                 let Some(end) = end else { continue };
-                let abort = aborted_by.is_some_and(|by| by != side);
+                let abort = !relay.towards(side).is_finished();
                 if let Some(lingering) = end.close(&mut self.pool, alerted == Some(side), abort) {
                     self.moat = Moat::Lingering(lingering);
                 }
