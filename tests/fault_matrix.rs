@@ -302,6 +302,34 @@ fn server_corrupt_record_mid_stream_gets_the_client_an_alert_and_the_backend_a_r
     assert_ended(&moat, &watch, "end=tls error with client");
 }
 
+/// The backend ends first, so moat passes its FIN on as `close_notify`; the client, still
+/// sending into the half-closed session, then sends a record that does not decrypt. rustls
+/// answers a connection that already sent `close_notify` with a fatal alert, and debug-asserts
+/// that it never does (rustls issue 959): a peer must not be able to stop moat's loop that
+/// way, not even in a debug build. The tunnel ends as a TLS error, the backend sees a reset,
+/// and moat goes on serving.
+#[test]
+fn server_corrupt_record_after_moat_sent_close_notify_ends_only_that_tunnel() {
+    let pki = Pki::new();
+    let backend = exchanging(b"ready".to_vec(), Close::AfterSending);
+    let moat = server(&pki, &backend.target(), &[]);
+    let watch = Watch::new(&moat);
+    let up = random_bytes(UP, 111);
+    let config = extractable(client_config(&pki, Some("client")));
+    let script = Script::new(up.clone(), Close::CorruptRecordAfterPeerEnd);
+    let at_client = tls_client(moat.addr(), config, script);
+    assert_eq!(at_client.got, b"ready");
+    let at_backend = backend.report();
+    assert_eq!(at_backend.ending, Ending::Reset, "the backend saw a clean end");
+    at_backend.assert_prefix_of(&up);
+    assert_ended(&moat, &watch, "end=tls error with client");
+    eprintln!("the client saw {:?}", at_client.ending);
+    // Still serving: the next tunnel goes through whole.
+    let config = client_config(&pki, Some("client"));
+    let next = tls_client(moat.addr(), config, Script::new(b"hi".to_vec(), Close::AfterPeerEnd));
+    assert_eq!((next.got.as_slice(), next.ending), (&b"ready"[..], Ending::CloseNotify));
+}
+
 // ---- client mode: plain client → moat → TLS target ----
 
 #[test]

@@ -205,6 +205,9 @@ pub enum Close {
     Alert(AlertDescription),
     /// TLS: after its data, a record that does not decrypt.
     CorruptRecord,
+    /// TLS: as [`Close::CorruptRecord`], but only once the other side's `close_notify` has
+    /// arrived: garbage into a half-closed session.
+    CorruptRecordAfterPeerEnd,
 }
 
 /// A plain peer that follows `script` while reading everything the other side sends (a
@@ -260,7 +263,7 @@ pub fn plain_exchange(stream: TcpStream, script: Script) -> Received {
                 .expect("SO_LINGER");
             let _ = stream.shutdown(Shutdown::Read);
         }
-        close @ (Close::Alert(_) | Close::CorruptRecord) => {
+        close @ (Close::Alert(_) | Close::CorruptRecord | Close::CorruptRecordAfterPeerEnd) => {
             panic!("{close:?} needs a TLS peer")
         }
     }

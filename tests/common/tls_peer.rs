@@ -328,7 +328,10 @@ impl TlsPeer {
         }
         let ours_done = (self.closed && !self.conn.wants_write()) || self.write_dead;
         match &self.ending {
-            Some(Ending::CloseNotify) if ours_done || self.finale_due() => {
+            Some(Ending::CloseNotify)
+                if ours_done
+                    || (self.finale_due() && self.script.close != Close::CorruptRecordAfterPeerEnd) =>
+            {
                 Some(Ending::CloseNotify)
             }
             _ => None,
@@ -337,10 +340,12 @@ impl TlsPeer {
 
     /// Whether everything was sent and the script ends with something rustls does not do.
     fn finale_due(&self) -> bool {
-        matches!(
-            self.script.close,
-            Close::Reset | Close::Alert(_) | Close::CorruptRecord
-        ) && !self.conn.is_handshaking()
+        let due = match self.script.close {
+            Close::Reset | Close::Alert(_) | Close::CorruptRecord => true,
+            Close::CorruptRecordAfterPeerEnd => self.ending == Some(Ending::CloseNotify),
+            Close::AfterSending | Close::AfterPeerEnd => false,
+        };
+        due && !self.conn.is_handshaking()
             && self.sent == self.script.data.len()
             && self.got.len() >= self.script.end_after_receiving
             && !self.conn.wants_write()
@@ -390,7 +395,7 @@ impl TlsPeer {
             .encrypt(message, tx_seq)
             .expect("encrypt a record")
             .encode();
-        if close == Close::CorruptRecord {
+        if matches!(close, Close::CorruptRecord | Close::CorruptRecordAfterPeerEnd) {
             if let Some(last) = record.last_mut() {
                 *last ^= 0x55; // the tag no longer matches
             }
