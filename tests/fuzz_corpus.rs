@@ -8,8 +8,9 @@ use std::path::{Path, PathBuf};
 
 type Harness = fn(&[u8]);
 
-const TARGETS: [(&str, Harness); 4] = [
+const TARGETS: [(&str, Harness); 5] = [
     ("cli", moat::fuzzing::cli::run),
+    ("config", moat::fuzzing::config::run),
     ("proxy_header", moat::fuzzing::proxy_header::run),
     ("policy", moat::fuzzing::policy::run),
     ("tunnel", moat::fuzzing::tunnel::run),

@@ -18,6 +18,7 @@ use rcgen::{CertificateParams, DnType, KeyPair, SanType};
 fn main() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus");
     write_all(&root.join("cli"), cli());
+    write_all(&root.join("config"), config());
     write_all(&root.join("proxy_header"), proxy_header());
     write_all(&root.join("policy"), policy());
     write_all(&root.join("tunnel"), tunnel());
@@ -52,6 +53,50 @@ fn cli() -> Vec<Vec<u8>> {
             seed
         })
         .collect()
+}
+
+/// Config files: every key of each kind of table, lists, defaults at the top, and a few
+/// mistakes (a typo, a wrong type, a duplicate name, TOML that does not parse).
+fn config() -> Vec<Vec<u8>> {
+    [
+        r#"log-level = "info"
+idle-timeout = "10m"
+max-conns = 1000
+workers = 2
+status = "127.0.0.1:9100"
+
+[[server]]
+name = "redis"
+listen = ":6380"
+target = "unix:/run/redis/redis.sock"
+cert = "certs/server.pem"
+key = "certs/server.key"
+client-ca = "certs/ca.pem"
+allow-cn = ["billing-*", "ops-*"]
+allow-uri = "spiffe://example.org/ns/prod/*"
+crl = ["a.crl", "b.crl"]
+alpn = "redis"
+proxy-protocol = "v2"
+
+[[client]]
+name = "postgres"
+listen = "127.0.0.1:5432"
+target = ["db.example:5433", "[::1]:5433"]
+ca = "certs/ca.pem"
+server-name = "db.example"
+groups = "X25519MLKEM768,X25519"
+"#,
+        "[[server]]\nlisten = \"127.0.0.1:1\"\ntarget = \"127.0.0.1:2\"\ncert = \"c\"\nkey = \"k\"\nno-client-auth = true\nmin-tls = \"1.3\"\naccept-proxy = true\nproxy-timeout = \"3s\"\nunix-mode = \"0660\"\n",
+        "[[server]]\ncertt = \"x\"\n",
+        "[[server]]\nname = \"a\"\n[[server]]\nname = \"a\"\n",
+        "[[client]]\nlisten = 5\n",
+        "server = 1\n",
+        "[[server\n",
+        "log-format = \"json\"\nreload-interval = \"30s\"\nshutdown-timeout = \"1m\"\n",
+    ]
+    .iter()
+    .map(|text| text.as_bytes().to_vec())
+    .collect()
 }
 
 fn proxy_header() -> Vec<Vec<u8>> {

@@ -60,7 +60,25 @@ pub struct Document {
 /// Reads and checks the file at `path`: its services and the process's settings, where
 /// a setting `flags` gives wins over the file's.
 pub fn read(path: &Path, flags: &dyn Source, descriptor_limit: u64) -> Result<Config, StartError> {
-    let document = Document::load(path)?;
+    from_document(Document::load(path)?, flags, descriptor_limit)
+}
+
+/// [`read`] for a file's text already in hand (`path` names it in errors); nothing is read.
+pub fn parse(
+    path: &Path,
+    text: &str,
+    flags: &dyn Source,
+    descriptor_limit: u64,
+) -> Result<Config, StartError> {
+    from_document(Document::parse(path, text)?, flags, descriptor_limit)
+}
+
+fn from_document(
+    document: Document,
+    flags: &dyn Source,
+    descriptor_limit: u64,
+) -> Result<Config, StartError> {
+    let path = document.path.clone();
     // The file's own settings first, so that a mistake there is told as the file's: the
     // flags over them can then only fail for a flag's value, and say so.
     settings::global(&document.top(), descriptor_limit).map_err(|e| document.error(None, e))?;
@@ -69,7 +87,7 @@ pub fn read(path: &Path, flags: &dyn Source, descriptor_limit: u64) -> Result<Co
         global,
         services: document.services()?,
         demo: None,
-        file: Some(path.to_owned()),
+        file: Some(path),
     })
 }
 
@@ -129,6 +147,12 @@ impl Document {
             path: path.to_owned(),
             source,
         })?;
+        Self::parse(path, &text)
+    }
+
+    /// Parses a file's text (`path` names it in errors); an unknown key at the top is an
+    /// error.
+    pub fn parse(path: &Path, text: &str) -> Result<Self, StartError> {
         let table: Table = text
             .parse()
             .map_err(|e: toml::de::Error| StartError::BadFile {

@@ -10,6 +10,7 @@
 //! checks, and how to run it, is in `docs/ROBUSTNESS.md`.
 
 pub mod cli;
+pub mod config;
 mod der;
 pub mod policy;
 pub mod proxy_header;
