@@ -9,7 +9,7 @@
 # One moat (server mode, mutual TLS, --workers 2, --status) in front of `moat-bench backend
 # --verify`, and at the same time, for the whole run, one `moat-bench load` process each for:
 # full handshakes, resumed handshakes, request/response, bulk upload, bulk download (all
-# byte-checked), idle tunnels held open, a slowloris flood and a garbage flood. Every 60 s
+# byte-checked), idle tunnels held open, a slowloris flood and a garbage flood. Every 30 s
 # moat gets SIGHUP, every 120 s SIGUSR1. Before each SIGHUP the config file gains or loses an
 # allow-list on the mtls service, so every reload builds that service new TLS state (ticket
 # keys, chain cache) and keeps the other four services' as they were. Afterwards
@@ -29,7 +29,7 @@ WORKERS=2
 BUILD=1
 
 SAMPLE_EVERY=10    # seconds between samples
-HUP_EVERY=60       # seconds between reloads
+HUP_EVERY=30       # seconds between reloads
 USR1_EVERY=120     # seconds between SIGUSR1 (first at 30 s)
 GEN_GRACE=240      # after the load's end, how long the generators may take to report
 DRAIN_LIMIT=60     # after they exit, how long moat may take to close every tunnel

@@ -196,6 +196,14 @@ fn beside_idle_notes(m: &Measured) -> String {
         m.num("rss_base_kib") / 1024.0,
         m.num("rss_kib") / 1024.0,
     );
+    // What a turn costs shows most directly as the target's CPU per request: a loop that
+    // pays for idle tunnels on every turn spends more of it beside them.
+    let per_request = |cpu: f64, ops: f64| if ops > 0.0 { cpu * 1e6 / ops } else { 0.0 };
+    text.push_str(&format!(
+        "; target CPU per request {:.1} → {:.1} µs",
+        per_request(m.num("base_target_cpu"), m.num("base_ops")),
+        per_request(m.num("target_cpu"), m.num("ops")),
+    ));
     if m.num("open_errors") > 0.0 {
         text.push_str(&format!("; {} failed to open", m.num("open_errors")));
     }
