@@ -18,9 +18,10 @@ use crate::endpoint::Conn;
 use crate::error::StartError;
 
 /// Connections the kernel may hold completed but not yet accepted. At the connection cap
-/// moat stops accepting and clients wait here; Linux silently caps it at
-/// `net.core.somaxconn`.
-pub const BACKLOG: i32 = 4096;
+/// moat stops accepting and clients wait here. Linux silently caps it at
+/// `net.core.somaxconn` (4096 by default), so asking for more lets the operator's sysctl
+/// decide: a host that expects reconnect storms of many thousands raises it (docs/SCALING.md).
+pub const BACKLOG: i32 = 65_535;
 
 /// How to open a listener.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
