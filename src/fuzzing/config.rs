@@ -45,7 +45,10 @@ pub fn run(input: &[u8]) {
 fn assert_names_the_file(e: &StartError) {
     let shown = e.to_string();
     assert!(is_one_line(&shown), "error is not one line: {shown:?}");
-    assert!(shown.contains(PATH), "error does not name the file: {shown:?}");
+    assert!(
+        shown.contains(PATH),
+        "error does not name the file: {shown:?}"
+    );
 }
 
 /// A command line that says nothing, so everything comes from the file.

@@ -330,7 +330,8 @@ impl TlsPeer {
         match &self.ending {
             Some(Ending::CloseNotify)
                 if ours_done
-                    || (self.finale_due() && self.script.close != Close::CorruptRecordAfterPeerEnd) =>
+                    || (self.finale_due()
+                        && self.script.close != Close::CorruptRecordAfterPeerEnd) =>
             {
                 Some(Ending::CloseNotify)
             }
@@ -395,7 +396,10 @@ impl TlsPeer {
             .encrypt(message, tx_seq)
             .expect("encrypt a record")
             .encode();
-        if matches!(close, Close::CorruptRecord | Close::CorruptRecordAfterPeerEnd) {
+        if matches!(
+            close,
+            Close::CorruptRecord | Close::CorruptRecordAfterPeerEnd
+        ) {
             if let Some(last) = record.last_mut() {
                 *last ^= 0x55; // the tag no longer matches
             }
