@@ -69,6 +69,11 @@ impl Address {
             return Ok(Self::Ip(addr));
         }
         let (host, port) = text.rsplit_once(':').ok_or_else(|| bad(expected))?;
+        // Digits only: `u16::from_str` also takes a leading `+`, which would turn
+        // `127.0.0.1:+80` into a host name to resolve (found by the cli fuzz target).
+        if port.is_empty() || !port.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(bad(expected));
+        }
         let port: u16 = port.parse().map_err(|_| bad(expected))?;
         if host.is_empty() {
             return if listen {
@@ -232,6 +237,10 @@ mod tests {
             "[::1",
             "a b:1",
             "unix:",
+            "127.0.0.1:+379",
+            "localhost:+80",
+            ":+80",
+            "host:-1",
         ] {
             assert!(listen(bad).is_none(), "{bad:?} accepted");
         }
