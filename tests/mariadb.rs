@@ -87,7 +87,7 @@ impl Mariadb {
 fn mariadb(port: u16, password: &str, sql: &str) -> Result<String, String> {
     let port = port.to_string();
     let password = format!("--password={password}");
-    let mut tool = Tool::spawn(
+    Tool::output(
         "mariadb",
         &[
             "--no-defaults",
@@ -105,17 +105,7 @@ fn mariadb(port: u16, password: &str, sql: &str) -> Result<String, String> {
             "--execute",
             sql,
         ],
-        None,
-    );
-    drop(tool.take_stdin());
-    let out = tool.read_stdout_to_end();
-    let status = tool.wait();
-    let err = tool.stderr();
-    if status.success() {
-        Ok(String::from_utf8_lossy(&out).trim_end().to_string())
-    } else {
-        Err(err)
-    }
+    )
 }
 
 #[test]

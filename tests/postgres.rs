@@ -151,7 +151,7 @@ fn as_owner(program: &Path, owner: Option<(u32, u32)>, dir: &Path) -> Command {
 
 /// What `psql` prints for `sql` on `conninfo` (unaligned, tuples only), or its error.
 fn psql(conninfo: &str, sql: &str) -> Result<String, String> {
-    let mut tool = Tool::spawn(
+    Tool::output(
         "psql",
         &[
             "--no-psqlrc",
@@ -165,17 +165,7 @@ fn psql(conninfo: &str, sql: &str) -> Result<String, String> {
             "--command",
             sql,
         ],
-        None,
-    );
-    drop(tool.take_stdin());
-    let out = tool.read_stdout_to_end();
-    let status = tool.wait();
-    let err = tool.stderr();
-    if status.success() {
-        Ok(String::from_utf8_lossy(&out).trim_end().to_string())
-    } else {
-        Err(err)
-    }
+    )
 }
 
 /// The major version of the `psql` on PATH (`psql (PostgreSQL) 15.18 (Debian ...)` → 15).

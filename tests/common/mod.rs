@@ -452,6 +452,22 @@ impl Tool {
         }
     }
 
+    /// Runs `program ARGS...` with standard input closed to completion: what it printed on
+    /// standard output (trailing whitespace trimmed) if it exited successfully, else what it
+    /// printed on standard error.
+    pub fn output(program: &str, args: &[&str]) -> Result<String, String> {
+        let mut tool = Self::spawn(program, args, None);
+        drop(tool.take_stdin());
+        let out = tool.read_stdout_to_end();
+        let status = tool.wait();
+        let err = tool.stderr();
+        if status.success() {
+            Ok(String::from_utf8_lossy(&out).trim_end().to_string())
+        } else {
+            Err(err)
+        }
+    }
+
     /// The program's standard input; dropping it closes the pipe.
     pub fn take_stdin(&mut self) -> std::process::ChildStdin {
         self.child.stdin.take().expect("stdin already taken")
