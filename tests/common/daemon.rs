@@ -83,12 +83,11 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-/// Runs `command` to completion (at most [`PATIENCE`]) and fails the test, with its output,
-/// unless it succeeds. Returns how long it took.
-pub fn run_to_success(what: &str, command: &mut Command) -> Duration {
-    let started = Instant::now();
+/// Starts `command` with standard input closed and its output piped; a missing program
+/// fails the test with an install hint.
+fn spawn_piped(what: &str, command: &mut Command) -> Child {
     let program = command.get_program().to_string_lossy().into_owned();
-    let mut child = command
+    command
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -96,7 +95,14 @@ pub fn run_to_success(what: &str, command: &mut Command) -> Duration {
         .unwrap_or_else(|e| match e.kind() {
             std::io::ErrorKind::NotFound => missing(&program),
             _ => panic!("cannot start {what}: {e}"),
-        });
+        })
+}
+
+/// Runs `command` to completion (at most [`PATIENCE`]) and fails the test, with its output,
+/// unless it succeeds. Returns how long it took.
+pub fn run_to_success(what: &str, command: &mut Command) -> Duration {
+    let started = Instant::now();
+    let mut child = spawn_piped(what, command);
     let output = read_all(child.stdout.take(), child.stderr.take());
     let deadline = started + PATIENCE;
     let status = loop {
@@ -165,16 +171,7 @@ impl Daemon {
     /// Starts `command`; `stop_signal` (`TERM`, `INT`, ...) is the one that shuts it down
     /// cleanly. A missing program fails the test with an install hint.
     pub fn start(name: &str, command: &mut Command, stop_signal: &'static str) -> Self {
-        let program = command.get_program().to_string_lossy().into_owned();
-        let mut child = command
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| match e.kind() {
-                std::io::ErrorKind::NotFound => missing(&program),
-                _ => panic!("cannot start {name}: {e}"),
-            });
+        let mut child = spawn_piped(name, command);
         let log = Arc::new(Log::default());
         log.state.lock().unwrap().open = 2;
         collect(child.stdout.take().expect("stdout"), name, log.clone());
