@@ -55,6 +55,71 @@ fn server_mode_serves_and_stops_cleanly_in_the_sandbox() {
     moat.wait_for("all tunnels finished; exiting");
 }
 
+/// The thread of `pid` named `name`, once it sleeps in a system call numbered `call`
+/// (`/proc/PID/task/TID/syscall` starts with the number while it is in one).
+fn thread_waiting_in(pid: u32, name: &str, call: libc::c_long) -> libc::pid_t {
+    let deadline = std::time::Instant::now() + common::PATIENCE;
+    loop {
+        let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("list the threads");
+        for task in tasks.filter_map(Result::ok) {
+            let dir = task.path();
+            let comm = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
+            let syscall = std::fs::read_to_string(dir.join("syscall")).unwrap_or_default();
+            if comm.trim() == name && syscall.split(' ').next() == Some(&call.to_string()) {
+                return task
+                    .file_name()
+                    .to_string_lossy()
+                    .parse()
+                    .expect("a thread id");
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no thread {name} waiting in system call {call}"
+        );
+        std::thread::yield_now();
+    }
+}
+
+/// A thread stopped in a timed wait (the logger's, every second) is resumed by the kernel
+/// with `restart_syscall` when no handler ran on it: after SIGSTOP and SIGCONT (Ctrl-Z and
+/// `fg`, a debugger), or when another thread took the signal that woke it, as in a SIGHUP
+/// storm. The filter must allow it: both once killed a sandboxed moat with SIGSYS.
+#[test]
+fn moat_stopped_and_continued_in_the_sandbox_serves_on() {
+    let pki = Pki::new();
+    let backend = Backend::echo();
+    let mut moat = Moat::start(&args(&pki.server_args(&backend.target())));
+    moat.wait_for("sandbox: landlock");
+    let pid = moat.pid();
+    let client = client_config(&pki, Some("client"));
+    for round in 1..=3 {
+        thread_waiting_in(pid, "moat-log", libc::SYS_futex);
+        moat.signal("STOP");
+        // SIGCONT would cancel a SIGSTOP still pending: continue only a stopped moat.
+        let deadline = std::time::Instant::now() + common::PATIENCE;
+        while !status_field(pid, "State").starts_with('T') {
+            assert!(std::time::Instant::now() < deadline, "moat did not stop");
+            std::thread::yield_now();
+        }
+        moat.signal("CONT");
+        assert_eq!(
+            tls_echo(moat.addr(), client.clone(), b"after").unwrap(),
+            b"after",
+            "round {round}; log:\n{}",
+            moat.dump()
+        );
+    }
+    // And the SIGHUP storm, its other way there: one signal for the whole process.
+    for _ in 0..50 {
+        moat.signal("HUP");
+    }
+    assert_eq!(tls_echo(moat.addr(), client, b"storm").unwrap(), b"storm");
+    moat.terminate();
+    let status = moat.wait_exit();
+    assert_eq!(status.code(), Some(0), "{status:?}; log:\n{}", moat.dump());
+}
+
 /// Client mode resolves a host name and connects out, both under the sandbox: a plaintext
 /// client → client-mode moat → server-mode moat → backend.
 #[test]

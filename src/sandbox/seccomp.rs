@@ -72,9 +72,16 @@ const GROUPS: &[Group] = &[
         ],
     },
     Group {
-        why: "signals: returning from signal-hook's handler; threads mask signals; a new \
-              thread asks for the stack-overflow handler std installed (sigaction reads)",
-        calls: calls![SYS_rt_sigreturn, SYS_rt_sigprocmask, SYS_rt_sigaction],
+        why: "signals: returning from signal-hook's handler; the kernel resuming a timed \
+              wait the handler interrupted (the logger's, a worker's); threads mask \
+              signals; a new thread asks for the stack-overflow handler std installed \
+              (sigaction reads)",
+        calls: calls![
+            SYS_rt_sigreturn,
+            SYS_restart_syscall,
+            SYS_rt_sigprocmask,
+            SYS_rt_sigaction
+        ],
     },
     Group {
         why: "memory: the allocator, thread stacks, the C library's loader",
