@@ -537,7 +537,8 @@ impl World {
             && !tls.deaf_by_closing()
             && !plain.closed
             && !self.timed_out
-            && !self.refusing;
+            && !self.refusing
+            && !tls.stormed_key_updates();
         if both_closed_cleanly {
             assert!(
                 matches!(self.reason, Some(EndReason::Clean)),

@@ -180,6 +180,8 @@ pub(crate) struct TlsPeer {
     cursor: RecordCursor,
     /// Bytes of a record its FIN or close cut short.
     pub(crate) cut_record: usize,
+    /// Key updates it asked for since it last sent application data.
+    key_updates_in_a_row: u32,
 }
 
 impl TlsPeer {
@@ -198,6 +200,7 @@ impl TlsPeer {
             injected: false,
             cursor: RecordCursor::default(),
             cut_record: 0,
+            key_updates_in_a_row: 0,
         }
     }
 
@@ -220,6 +223,9 @@ impl TlsPeer {
         let data = pattern_run(self.seeds.0, self.sent, n);
         if let Ok(taken) = self.conn.writer().write(&data) {
             self.sent += taken as u64;
+            if taken > 0 {
+                self.key_updates_in_a_row = 0;
+            }
         }
     }
 
@@ -326,9 +332,19 @@ impl TlsPeer {
 
     /// Starts a TLS 1.3 key update.
     pub(crate) fn key_update(&mut self) {
-        if self.end.is_none() && !self.failed && !self.conn.is_handshaking() {
-            let _ = self.conn.refresh_traffic_keys();
+        if self.end.is_none()
+            && !self.failed
+            && !self.conn.is_handshaking()
+            && self.conn.refresh_traffic_keys().is_ok()
+        {
+            self.key_updates_in_a_row += 1;
         }
+    }
+
+    /// Whether it asked for more key updates in a row, with no application data between
+    /// them, than rustls takes (32, as BoringSSL): moat may end the tunnel as a storm.
+    pub(crate) fn stormed_key_updates(&self) -> bool {
+        self.key_updates_in_a_row > 32
     }
 
     /// Puts raw bytes on the wire, behind rustls' back.
