@@ -182,6 +182,8 @@ pub(crate) struct TlsPeer {
     pub(crate) cut_record: usize,
     /// Key updates it asked for since it last sent application data.
     key_updates_in_a_row: u32,
+    /// Once more than rustls takes in a row: moat may have ended the tunnel for it.
+    stormed_key_updates: bool,
 }
 
 impl TlsPeer {
@@ -201,6 +203,7 @@ impl TlsPeer {
             cursor: RecordCursor::default(),
             cut_record: 0,
             key_updates_in_a_row: 0,
+            stormed_key_updates: false,
         }
     }
 
@@ -338,13 +341,16 @@ impl TlsPeer {
             && self.conn.refresh_traffic_keys().is_ok()
         {
             self.key_updates_in_a_row += 1;
+            // rustls takes 32 in a row, as BoringSSL does; data sent after the 33rd comes
+            // too late to undo it.
+            self.stormed_key_updates |= self.key_updates_in_a_row > 32;
         }
     }
 
-    /// Whether it asked for more key updates in a row, with no application data between
-    /// them, than rustls takes (32, as BoringSSL): moat may end the tunnel as a storm.
+    /// Whether it ever asked for more key updates in a row, with no application data
+    /// between them, than rustls takes: moat may have ended the tunnel as a storm.
     pub(crate) fn stormed_key_updates(&self) -> bool {
-        self.key_updates_in_a_row > 32
+        self.stormed_key_updates
     }
 
     /// Puts raw bytes on the wire, behind rustls' back.
