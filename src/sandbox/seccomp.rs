@@ -73,9 +73,10 @@ const GROUPS: &[Group] = &[
     },
     Group {
         why: "signals: returning from signal-hook's handler; the kernel resuming a timed \
-              wait the handler interrupted (the logger's, a worker's); threads mask \
-              signals; a new thread asks for the stack-overflow handler std installed \
-              (sigaction reads)",
+              wait (the logger's, a worker's) that a signal interrupted with no handler \
+              run on that thread (SIGSTOP/SIGCONT, or another thread took it); threads \
+              mask signals; a new thread asks for the stack-overflow handler std \
+              installed (sigaction reads)",
         calls: calls![
             SYS_rt_sigreturn,
             SYS_restart_syscall,
